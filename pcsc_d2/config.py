@@ -1,0 +1,123 @@
+"""Config keys of pcsc_d2. Every key is documented; symbols refer to the PCSC paper."""
+from detectron2.config import CfgNode as CN
+
+
+def add_pcsc_config(cfg: CN) -> None:
+    """Add the keys of pcsc_d2 to a Detectron2 config, in place.
+
+    Args:
+        cfg: a config from ``detectron2.config.get_cfg()``.
+    """
+    _add_input_config(cfg)
+    _add_model_config(cfg)
+    _add_tubes_config(cfg)
+    _add_eval_config(cfg)
+
+
+def _add_input_config(cfg: CN) -> None:
+    # K: the number of neighbouring frames centred on the key frame, fed to both streams
+    # (indices clamped at the ends of the video).
+    cfg.INPUT.NUM_FRAMES = 8
+    # Probability of a horizontal flip at training time (applied to every frame of both
+    # streams; the x-flow channel is inverted too).
+    cfg.INPUT.FLIP_PROB = 0.5
+    # Train on every n-th annotated frame as key frame (the paper's mini-UCF uses 10).
+    cfg.DATASETS.TRAIN_KEY_FRAME_STRIDE = 1
+    # Test on every n-th frame of every test video (1 = every frame, as the field reports).
+    cfg.DATASETS.TEST_KEY_FRAME_STRIDE = 1
+
+
+def _add_model_config(cfg: CN) -> None:
+    cfg.MODEL.I3D = CN()
+    # I3D endpoints given to the FPN: C2..C5 of the paper (strides 4, 8, 16, 32).
+    cfg.MODEL.I3D.OUT_FEATURES = ["Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c"]
+    # Freeze the first N units of I3D: 0 = nothing; 1 = Conv3d_1a_7x7; 2 = up to
+    # Conv3d_2b_1x1; 3 = up to Conv3d_2c_3x3 (the stem); 4 = up to Mixed_3c; ...
+    cfg.MODEL.I3D.FREEZE_AT = 3
+    # Normalization of I3D: "FrozenBN" (usual for detection fine-tuning) or "BN".
+    cfg.MODEL.I3D.NORM = "FrozenBN"
+
+    cfg.MODEL.PCSC = CN()
+    # Streams of the detector: ["rgb", "flow"] for PCSC and late fusion; ["rgb"] or
+    # ["flow"] for the single-stream I3D-FPN Faster R-CNN baselines.
+    cfg.MODEL.PCSC.STREAMS = ["rgb", "flow"]
+    # Image-level message passing Flow -> RGB on C2..C5: C_l^rgb += f_l(C_l^flow).
+    cfg.MODEL.PCSC.MESSAGE_PASSING = True
+    # Channel reduction factor inside f_l and g_t (1x1 conv -> ReLU -> 1x1 conv).
+    cfg.MODEL.PCSC.MESSAGE_REDUCTION = 4
+    # T: number of cross-stream cooperation stages after stage 0 (0..4). Odd stages
+    # improve RGB, even stages improve Flow. 0 with two streams = late fusion.
+    cfg.MODEL.PCSC.NUM_STAGES = 4
+    # Proposal cooperation: P_t^i = B_{t-1}^i U B^j (off: each stage uses its own stream's
+    # latest boxes only).
+    cfg.MODEL.PCSC.PROPOSAL_COOPERATION = True
+    # Feature cooperation: F_t^i = F^i + g_t(F^j) at P_t^i (off: F_t^i = F^i).
+    cfg.MODEL.PCSC.FEATURE_COOPERATION = True
+    # Boxes passed between stages keep only detections with a score above this.
+    cfg.MODEL.PCSC.COOP_SCORE_THRESH = 0.05
+    # NMS IoU threshold for the stage's own stream's boxes in proposal cooperation.
+    cfg.MODEL.PCSC.COOP_NMS_OWN = 0.7
+    # NMS IoU threshold (lower) for the other stream's boxes in proposal cooperation.
+    cfg.MODEL.PCSC.COOP_NMS_OTHER = 0.5
+    # At most this many boxes per stream are passed to the next stage (per image).
+    cfg.MODEL.PCSC.COOP_TOPK = 300
+    # IoU above which a proposal is foreground in every stage (the paper: 0.5).
+    cfg.MODEL.PCSC.STAGE_IOU_THRESH = 0.5
+    # Stages used at test time: union of stages 0..t of both streams; -1 = NUM_STAGES.
+    cfg.MODEL.PCSC.TEST_STAGES = -1
+    # Put each detection's cooperated RoI feature in Instances.features at inference
+    # (needed to train the actionness classifiers).
+    cfg.MODEL.PCSC.OUTPUT_FEATURES = False
+
+    cfg.MODEL.PCSC.ACTIONNESS = CN()
+    # Class-specific actionness classifiers for temporal refinement; when on, inference
+    # adds Instances.actionness (probability that the box shows its class's action).
+    cfg.MODEL.PCSC.ACTIONNESS.ENABLED = False
+    # Hidden width of each per-class binary classifier (0 = a linear classifier).
+    cfg.MODEL.PCSC.ACTIONNESS.HIDDEN_DIM = 256
+
+
+def _add_tubes_config(cfg: CN) -> None:
+    cfg.TUBES = CN()
+    # Online linking (Singh et al. 2017); defaults as their released code.
+    # Detections with a score below this are dropped before linking.
+    cfg.TUBES.SCORE_THRESH = 0.001
+    # Per class and frame: keep the top N by score, NMS, then keep the top M.
+    cfg.TUBES.PRE_NMS_TOPK = 50
+    cfg.TUBES.NMS_THRESH = 0.45
+    cfg.TUBES.POST_NMS_TOPK = 10
+    # A tube may take a detection whose IoU with its last box is at least this (a gate).
+    cfg.TUBES.IOU_THRESH = 0.1
+    # A tube that has matched nothing for this many consecutive frames ends.
+    cfg.TUBES.MAX_MISSED = 3
+    # Tubes with fewer boxes than this are dropped.
+    cfg.TUBES.MIN_LENGTH = 5
+    # A tube's score is the mean of its top-k box scores.
+    cfg.TUBES.SCORE_TOPK = 40
+
+    cfg.TUBES.REFINE = CN()
+    # Temporal refinement (TR) with the actionness classifiers (off for J-HMDB: trimmed).
+    cfg.TUBES.REFINE.ENABLED = False
+    # Window (frames, odd) of the median filter along the tube's actionness scores.
+    cfg.TUBES.REFINE.MEDIAN_WINDOW = 9
+    # Boxes whose filtered actionness is below this are dropped.
+    cfg.TUBES.REFINE.THRESH = 0.5
+    # A tube is split where more than this many consecutive boxes were dropped.
+    cfg.TUBES.REFINE.MAX_GAP = 5
+    # Pieces shorter than this after refinement are discarded.
+    cfg.TUBES.REFINE.MIN_LENGTH = 5
+
+
+def _add_eval_config(cfg: CN) -> None:
+    cfg.TEST.PCSC = CN()
+    # Average precision convention: "act" (trapezoid over raw PR points, ACT / the field)
+    # or "voc" (VOC-interpolated). Every report names the one it used.
+    cfg.TEST.PCSC.AP_CONVENTION = "act"
+    # IoU threshold of frame-AP.
+    cfg.TEST.PCSC.FRAME_IOU = 0.5
+    # Tube IoU thresholds of video-AP reported on their own; 0.5:0.95 is always added.
+    cfg.TEST.PCSC.VIDEO_IOUS = [0.2, 0.5, 0.75]
+    # Per-video tube NMS (tube IoU) before video-AP.
+    cfg.TEST.PCSC.TUBE_NMS = 0.3
+    # Write detections, tubes, metrics (JSON) and a PR-curve figure to OUTPUT_DIR.
+    cfg.TEST.PCSC.WRITE_OUTPUTS = True
