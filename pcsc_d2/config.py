@@ -106,6 +106,12 @@ def _add_tubes_config(cfg: CN) -> None:
     cfg.TUBES.REFINE.MAX_GAP = 5
     # Pieces shorter than this after refinement are discarded.
     cfg.TUBES.REFINE.MIN_LENGTH = 5
+    # Training the actionness classifiers: run the detector on every n-th frame of the
+    # training videos (1 = every frame, as the paper), link, label, train.
+    cfg.TUBES.REFINE.TRAIN_FRAME_STRIDE = 1
+    # Optimisation of the actionness classifiers (the detector stays frozen).
+    cfg.TUBES.REFINE.TRAIN_ITERS = 300
+    cfg.TUBES.REFINE.TRAIN_LR = 0.01
 
 
 def _add_eval_config(cfg: CN) -> None:

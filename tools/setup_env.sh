@@ -29,7 +29,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check -q)
+# This machine's pip config lists local indexes that may not exist; its warnings are noise.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+PIP=(quiet "$PY" -m pip install --disable-pip-version-check -q)
 
 echo "[setup] torch + torchvision"
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
@@ -46,7 +48,7 @@ if ! "$PY" -c "import detectron2" 2>/dev/null; then
   # used by parts pcsc_d2 does not need (rotated boxes, deformable conv, fast COCO eval).
   echo "[setup] detectron2 (sal-detectron2==0.7.2 wheel)"
   WHEELS=$(mktemp -d)
-  "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+  quiet "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
     --python-version 3.10 --platform any --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 -d "$WHEELS" sal-detectron2==0.7.2
   "$PY" -m installer "$WHEELS"/sal_detectron2-*.whl

@@ -1,0 +1,157 @@
+"""Training the class-specific actionness classifiers of temporal refinement (TR), end to end.
+
+As the paper does it: run the trained detector (frozen) over the training videos, link its
+detections into tubes per class, label every tube box 1 when it overlaps (IoU > 0.5) a GT box of
+the tube's class in that frame, else 0, and train one binary classifier per class on the boxes'
+cooperated RoI features.
+
+The per-video samples are cached under ``<output>/actionness_samples/`` (one ``.npz`` per video,
+written atomically), so an interrupted run resumes with the videos it had not finished. The
+result is a checkpoint ``<output>/model_tr.pth`` holding the detector and the trained head.
+"""
+import logging
+import os
+from typing import Dict, List
+
+import numpy as np
+import torch
+import tqdm
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+
+from pcsc_d2.data import PCSCClipMapper
+from pcsc_d2.data.datasets import load_action_dataset, get_split_annotations
+from pcsc_d2.structures import d2_to_gt
+from pcsc_d2.tubes import LinkingOptions, label_tube_boxes, link_video, train_actionness_classifiers
+from pcsc_d2.utils.io import atomic_open
+
+from .checkpoint import PCSCCheckpointer
+
+__all__ = ["extract_actionness_samples", "train_actionness"]
+
+logger = logging.getLogger(__name__)
+
+
+def _sample_file(folder: str, video: str) -> str:
+    return os.path.join(folder, video.replace("/", "__") + ".npz")
+
+
+def _link_and_label(video: str, per_frame: Dict[int, Dict], gttubes: Dict, opts) -> Dict:
+    """Link one video's detections and label each tube box at the processed frames."""
+    frames = sorted(per_frame)
+    tubes = link_video(
+        frames,
+        [per_frame[f]["boxes"] for f in frames],
+        [per_frame[f]["scores"] for f in frames],
+        [per_frame[f]["classes"] for f in frames],
+        extras={"features": [per_frame[f]["features"] for f in frames]},
+        opts=opts,
+        video=video,
+    )
+    processed = set(frames)
+    feats, classes, labels = [], [], []
+    for tube, tube_labels in zip(tubes, label_tube_boxes(tubes, gttubes)):
+        # Boxes linking filled into unprocessed frames repeat a neighbour: not new samples.
+        keep = np.array([int(f) in processed for f in tube.frames], dtype=bool)
+        feats.append(tube.extras["features"][keep])
+        classes.append(np.full(int(keep.sum()), tube.label, dtype=np.int64))
+        labels.append(np.asarray(tube_labels, dtype=np.float32)[keep])
+    dim = next(iter(per_frame.values()))["features"].shape[1] if per_frame else 0
+    return {
+        "features": np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
+        "classes": np.concatenate(classes) if classes else np.zeros(0, np.int64),
+        "labels": np.concatenate(labels) if labels else np.zeros(0, np.float32),
+    }
+
+
+@torch.no_grad()
+def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> None:
+    """Run the detector over the videos of ``dataset_name`` and cache labelled tube boxes.
+
+    Args:
+        cfg: the config (TUBES.* for linking, TUBES.REFINE.TRAIN_FRAME_STRIDE, INPUT.*).
+        model: the detector, built with MODEL.PCSC.OUTPUT_FEATURES = True.
+        dataset_name: a registered pcsc_d2 dataset (its videos and GT are used).
+        folder: cache folder; videos with a finished ``.npz`` there are skipped.
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    gt = get_split_annotations(dataset_name)
+    dicts = load_action_dataset(
+        meta.dataset_root, meta.gt_file, meta.split, meta.is_train, meta.layout,
+        cfg.INPUT.NUM_FRAMES, cfg.TUBES.REFINE.TRAIN_FRAME_STRIDE, annotated_only=False,
+    )
+    todo = [d for d in dicts if not os.path.isfile(_sample_file(folder, d["video"]))]
+    done_videos = len({d["video"] for d in dicts}) - len({d["video"] for d in todo})
+    logger.info("TR samples: %d videos cached, %d key frames to run", done_videos, len(todo))
+    if not todo:
+        return
+    loader = build_detection_test_loader(
+        todo, mapper=PCSCClipMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
+    )
+    opts = LinkingOptions.from_config(cfg)
+    model.eval()
+    current, per_frame = None, {}
+
+    def flush() -> None:
+        samples = _link_and_label(current, per_frame, gt["gttubes"].get(current, {}), opts)
+        with atomic_open(_sample_file(folder, current), "wb") as f:
+            np.savez(f, **samples)
+
+    for inputs in tqdm.tqdm(loader, total=len(todo), desc="TR: detector on training videos"):
+        for inp, out in zip(inputs, model(inputs)):
+            if inp["video"] != current:
+                if current is not None:
+                    flush()
+                current, per_frame = inp["video"], {}
+            inst = out["instances"].to("cpu")
+            per_frame[inp["frame"]] = {
+                "boxes": d2_to_gt(inst.pred_boxes.tensor.numpy()),
+                "scores": inst.scores.numpy(),
+                "classes": inst.pred_classes.numpy(),
+                "features": inst.features.numpy().astype(np.float32),
+            }
+    if current is not None:
+        flush()
+
+
+def load_actionness_samples(folder: str, videos: List[str]) -> Dict[str, np.ndarray]:
+    """Concatenate the cached samples of ``videos``: features (M, D), classes (M,), labels (M,)."""
+    parts = [np.load(_sample_file(folder, v)) for v in videos]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "classes", "labels")}
+
+
+def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
+    """Extract samples (resumable), train ``model.actionness_head``, save the checkpoint.
+
+    Args:
+        cfg: the config; MODEL.PCSC.ACTIONNESS.ENABLED and OUTPUT_FEATURES must be on.
+        model: the detector with its trained weights loaded and an actionness head.
+        dataset_name: the training dataset.
+        output_dir: where the cache and ``model_tr.pth`` go.
+
+    Returns:
+        the path of the saved checkpoint.
+    """
+    folder = os.path.join(output_dir, "actionness_samples")
+    extract_actionness_samples(cfg, model, dataset_name, folder)
+    samples = load_actionness_samples(folder, get_split_annotations(dataset_name)["videos"])
+    num_pos = int(samples["labels"].sum())
+    logger.info(
+        "TR: %d tube boxes (%d positive, %d negative) for %d classes",
+        len(samples["labels"]), num_pos, len(samples["labels"]) - num_pos,
+        len(np.unique(samples["classes"])),
+    )
+    if len(samples["labels"]) == 0:
+        raise RuntimeError(
+            "TR: the detector produced no tube on the training videos; train the detector first"
+        )
+    train_actionness_classifiers(
+        model.actionness_head,
+        torch.from_numpy(samples["features"]),
+        torch.from_numpy(samples["classes"]),
+        torch.from_numpy(samples["labels"]),
+        iters=cfg.TUBES.REFINE.TRAIN_ITERS,
+        lr=cfg.TUBES.REFINE.TRAIN_LR,
+        seed=cfg.SEED if cfg.SEED >= 0 else 0,
+    )
+    PCSCCheckpointer(model, output_dir).save("model_tr")
+    return os.path.join(output_dir, "model_tr.pth")

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Train the actionness classifiers of temporal refinement (TR) for a trained PCSC detector.
+
+    python tools/train_actionness.py --config-file configs/pcsc_ucf24.yaml \
+        MODEL.WEIGHTS output/pcsc_ucf24/model_final.pth OUTPUT_DIR output/pcsc_ucf24_tr
+
+Runs the frozen detector over the training videos, links tubes, labels their boxes against the
+GT (IoU > 0.5 with a GT box of the tube's class), trains one binary classifier per class and
+writes OUTPUT_DIR/model_tr.pth (detector + head). Interrupted? Run the same command again: the
+videos already processed are cached. Evaluate with
+``train_net.py --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_tr.pth
+MODEL.PCSC.ACTIONNESS.ENABLED True TUBES.REFINE.ENABLED True``.
+"""
+import argparse
+import logging
+
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+from pcsc_d2.engine import PCSCCheckpointer, get_pcsc_cfg
+from pcsc_d2.engine.actionness import train_actionness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args()
+    setup_logger(name="pcsc_d2")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    cfg = get_pcsc_cfg(args.config_file, args.opts)
+    cfg.MODEL.PCSC.OUTPUT_FEATURES = True
+    cfg.MODEL.PCSC.ACTIONNESS.ENABLED = True
+    cfg.freeze()
+    model = build_model(cfg)
+    # The detector must match exactly; only the (untrained) actionness head may be absent.
+    PCSCCheckpointer(model, strict=True, allow_missing=("actionness_head.",)).load(
+        cfg.MODEL.WEIGHTS
+    )
+    path = train_actionness(cfg, model, cfg.DATASETS.TRAIN[0], cfg.OUTPUT_DIR)
+    logging.getLogger("pcsc_d2").info("Wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()

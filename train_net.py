@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Train and evaluate PCSC (and its baselines) with Detectron2.
+
+    python train_net.py --config-file configs/pcsc_ucf24.yaml
+    python train_net.py --config-file configs/pcsc_ucf24.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file configs/pcsc_ucf24.yaml --resume      # after an interruption
+    python train_net.py --config-file ... --num-gpus 8                      # torch.distributed
+
+Everything PCSC-specific is registered by ``import pcsc_d2``; this file only wires the
+two-stream clip mapper and the video-level evaluator into Detectron2's DefaultTrainer.
+"""
+import logging
+import os
+
+import detectron2.utils.comm as comm
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+import pcsc_d2  # noqa: F401  (registers the PCSC modules and datasets)
+from pcsc_d2.engine import (
+    PCSCCheckpointer,
+    build_pcsc_test_loader,
+    build_pcsc_train_loader,
+    get_pcsc_cfg,
+    make_checkpointer_atomic,
+)
+from pcsc_d2.evaluation import build_pcsc_evaluator
+
+logger = logging.getLogger("pcsc_d2.train_net")
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the two-stream clip loaders, the PCSC evaluator and atomic checkpoints."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # A run killed while saving must leave the previous checkpoint usable for --resume.
+        make_checkpointer_atomic(self.checkpointer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pcsc_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_pcsc_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_pcsc_evaluator(cfg, dataset_name, output_folder)
+
+
+def setup(args):
+    """Build the config (detectron2 defaults + pcsc_d2 keys + file + overrides) and log it."""
+    cfg = get_pcsc_cfg(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        weights = cfg.MODEL.WEIGHTS
+        checkpointer = PCSCCheckpointer(Trainer.build_model(cfg), cfg.OUTPUT_DIR, strict=True)
+        if not args.resume or not checkpointer.has_checkpoint():
+            if not weights or not os.path.isfile(weights):
+                raise FileNotFoundError(
+                    f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={weights!r} does not "
+                    "exist. Pass MODEL.WEIGHTS <output>/model_final.pth (or --resume to use the "
+                    "last checkpoint of OUTPUT_DIR)."
+                )
+        checkpointer.resume_or_load(weights, resume=args.resume)
+        return Trainer.test(cfg, checkpointer.model)
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    logger.info("Command line arguments: %s", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
