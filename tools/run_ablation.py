@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""The paper's ablation (Tables 5 and 6) on the synthetic benchmark, with one schedule.
+
+    python tools/run_ablation.py [--config-file configs/pcsc_synthetic.yaml] [--output output/ablation]
+        [KEY VALUE ...]   # extra overrides for every run, e.g. SOLVER.MAX_ITER 600
+
+Trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature cooperation,
+evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES), trains TR on
+PCSC and evaluates PCSC + TR, then writes ablation.md, ablation.json and ablation.png. Every run
+resumes / is skipped when its result exists.
+"""
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
+METRICS = ["frame_mAP@0.5", "video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75", "video_mAP@0.5:0.95"]
+
+# name -> overrides of the base (PCSC) config. One schedule for all.
+VARIANTS: Dict[str, List[str]] = {
+    "rgb_only": ["MODEL.PCSC.STREAMS", "['rgb']", "MODEL.PCSC.NUM_STAGES", "0"],
+    "flow_only": ["MODEL.PCSC.STREAMS", "['flow']", "MODEL.PCSC.NUM_STAGES", "0"],
+    "late_fusion": ["MODEL.PCSC.NUM_STAGES", "0", "MODEL.PCSC.MESSAGE_PASSING", "False"],
+    "pcsc": ["MODEL.PCSC.NUM_STAGES", "4"],
+    "pcsc_no_feature_coop": ["MODEL.PCSC.NUM_STAGES", "4", "MODEL.PCSC.FEATURE_COOPERATION", "False"],
+}
+STAGED = ("pcsc", "pcsc_no_feature_coop")
+
+logger = logging.getLogger("pcsc_d2.ablation")
+
+
+def run(cmd: List[str]) -> None:
+    logger.info("$ %s", " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def read_metrics(folder: str) -> Dict[str, float]:
+    for dirpath, _, files in os.walk(folder):
+        if "metrics.json" in files:
+            with open(os.path.join(dirpath, "metrics.json")) as f:
+                return json.load(f)
+    raise FileNotFoundError(f"no metrics.json under {folder}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", default=os.path.join(ROOT, "configs", "pcsc_synthetic.yaml"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    py, base = sys.executable, ["--config-file", args.config_file]
+    results: Dict[str, Dict] = {}
+    for name, overrides in VARIANTS.items():
+        out = os.path.join(args.output, name)
+        common = overrides + list(args.opts)
+        if not os.path.isfile(os.path.join(out, "model_final.pth")):
+            run([py, "train_net.py", *base, "--resume", *common, "OUTPUT_DIR", out,
+                 "MODEL.WEIGHTS", WEIGHTS, "TEST.EVAL_PERIOD", "0"])
+        stages = range(5) if name in STAGED else [None]
+        for t in stages:
+            tag = name if t is None else f"{name}_stage{t}"
+            ev = os.path.join(out, "eval" if t is None else f"eval_stage{t}")
+            if not os.path.isfile(os.path.join(ev, "metrics.json")):
+                extra = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
+                run([py, "train_net.py", *base, "--eval-only", *common, *extra, "OUTPUT_DIR", ev,
+                     "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
+            results[tag] = read_metrics(ev)
+    # PCSC + TR.
+    pcsc_out, tr_out = os.path.join(args.output, "pcsc"), os.path.join(args.output, "pcsc_tr")
+    if not os.path.isfile(os.path.join(tr_out, "model_tr.pth")):
+        run([py, "tools/train_actionness.py", *base, *VARIANTS["pcsc"], *args.opts,
+             "OUTPUT_DIR", tr_out, "MODEL.WEIGHTS", os.path.join(pcsc_out, "model_final.pth")])
+    ev = os.path.join(tr_out, "eval")
+    if not os.path.isfile(os.path.join(ev, "metrics.json")):
+        run([py, "train_net.py", *base, "--eval-only", *VARIANTS["pcsc"], *args.opts,
+             "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr_out, "model_tr.pth"),
+             "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])
+    results["pcsc_tr"] = read_metrics(ev)
+    write_outputs(results, args.output)
+
+
+def _row(metrics: Dict, refined: bool = False) -> Dict[str, float]:
+    """The metrics without TR (or with, when ``refined``) from an evaluator's metrics.json."""
+    key = "with_tr" if refined else "without_tr"
+    return metrics.get(key, metrics)
+
+
+def write_outputs(results: Dict[str, Dict], folder: str) -> None:
+    """ablation.json, ablation.md (one row per model) and ablation.png (mAP vs stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pcsc_d2.utils.io import atomic_open, atomic_save_json
+
+    rows = [(name, _row(m)) for name, m in results.items() if name != "pcsc_tr"]
+    rows.append(("pcsc_tr (PCSC + TR)", _row(results["pcsc_tr"], refined=True)))
+    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for name, m in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.1f}" for k in METRICS) + " |")
+    atomic_save_json(results, os.path.join(folder, "ablation.json"), indent=2)
+    with atomic_open(os.path.join(folder, "ablation.md"), "w") as f:
+        f.write("# Ablation on the synthetic benchmark\n\n" + "\n".join(lines) + "\n")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("frame_mAP@0.5", "video_mAP@0.5")):
+        for name, label in (("pcsc", "with feature cooperation"),
+                            ("pcsc_no_feature_coop", "without feature cooperation")):
+            ys = [_row(results[f"{name}_stage{t}"]).get(metric, float("nan")) for t in range(5)]
+            ax.plot(range(5), ys, marker="o", label=label)
+        for name, style in (("late_fusion", "--"), ("rgb_only", ":"), ("flow_only", "-.")):
+            ax.axhline(_row(results[name]).get(metric, float("nan")), ls=style, c="gray", lw=1)
+            ax.text(4.05, _row(results[name]).get(metric, 0), name, fontsize=7, va="center")
+        ax.set_xlabel("stages used at test (0 = each stream alone, fused)")
+        ax.set_ylabel(metric + " (%)")
+        ax.set_xticks(range(5))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(os.path.join(folder, "ablation.png"), "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
