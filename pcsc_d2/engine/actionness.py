@@ -146,9 +146,9 @@ def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
         )
     train_actionness_classifiers(
         model.actionness_head,
-        torch.from_numpy(samples["features"]),
-        torch.from_numpy(samples["classes"]),
-        torch.from_numpy(samples["labels"]),
+        samples["features"],
+        samples["classes"],
+        samples["labels"],
         iters=cfg.TUBES.REFINE.TRAIN_ITERS,
         lr=cfg.TUBES.REFINE.TRAIN_LR,
         seed=cfg.SEED if cfg.SEED >= 0 else 0,
