@@ -23,7 +23,7 @@ from pcsc_d2.engine import (
     get_pcsc_cfg,
     make_checkpointer_atomic,
 )
-from pcsc_d2.evaluation import build_pcsc_evaluator
+from pcsc_d2.evaluation import PCSCEvaluator
 
 logger = logging.getLogger("pcsc_d2.train_net")
 
@@ -48,7 +48,7 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_pcsc_evaluator(cfg, dataset_name, output_folder)
+        return PCSCEvaluator(cfg, dataset_name, output_folder)
 
 
 def setup(args):

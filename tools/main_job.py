@@ -8,11 +8,11 @@ stopped (training itself resumes from its last checkpoint):
 
 1. generate the synthetic dataset (``python -m pcsc_d2.data.synthetic``) if absent;
 2. convert the Kinetics I3D weights (``tools/convert_i3d_weights.py``) if absent;
-3. evaluate the untrained model (I3D weights, random heads): the floor to beat;
+3. evaluate the untrained model (I3D weights, randomly initialised heads): the floor to beat;
 4. train PCSC (``train_net.py``);
-5. train the actionness classifiers for temporal refinement (``tools/train_actionness.py``);
-6. evaluate with and without TR (``train_net.py --eval-only``);
-7. write results.md / results.json and a GIF of test tubes to the output folder.
+5. train the actionness classifiers of temporal refinement (``tools/train_actionness.py``);
+6. evaluate, with and without TR (``train_net.py --eval-only``);
+7. write results.md / results.json and tubes.gif (test tubes drawn on a test video).
 """
 import argparse
 import json
@@ -24,103 +24,129 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATASETS = os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
-METRICS = ["frame_mAP@0.5", "video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75", "video_mAP@0.5:0.95"]
 
 logger = logging.getLogger("pcsc_d2.main_job")
 
 
 def run(cmd: List[str]) -> None:
-    """Run a step as the user would, from the repository root; fail loudly."""
+    """Run a step as a user would, from the repository root; fail loudly."""
     logger.info("$ %s", " ".join(cmd))
-    env = dict(os.environ, DETECTRON2_DATASETS=DATASETS)
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def read_metrics(folder: str) -> Dict[str, float]:
-    """Read the metrics.json that PCSCEvaluator wrote under ``folder`` (searched recursively)."""
-    for dirpath, _, files in os.walk(folder):
-        if "metrics.json" in files:
-            with open(os.path.join(dirpath, "metrics.json")) as f:
-                return json.load(f)
-    raise FileNotFoundError(f"no metrics.json under {folder}")
+def evaluate_untrained(config_file: str, output_dir: str) -> None:
+    """Evaluate the model as initialised for training (I3D weights, random heads)."""
+    from detectron2.evaluation import inference_on_dataset
+    from detectron2.modeling import build_model
+
+    from pcsc_d2.engine import PCSCCheckpointer, build_pcsc_test_loader, get_pcsc_cfg
+    from pcsc_d2.evaluation import PCSCEvaluator
+
+    cfg = get_pcsc_cfg(config_file, ["OUTPUT_DIR", output_dir])
+    model = build_model(cfg)
+    PCSCCheckpointer(model).load(WEIGHTS)
+    model.eval()
+    name = cfg.DATASETS.TEST[0]
+    evaluator = PCSCEvaluator(cfg, name, output_dir)
+    inference_on_dataset(model, build_pcsc_test_loader(cfg, name), evaluator)
+
+
+def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: int = 2) -> None:
+    """Draw the highest-scoring test tubes (and the GT) on a couple of test videos, as a GIF."""
+    import cv2
+
+    from pcsc_d2.data import load_annotations
+    from pcsc_d2.utils.visualize import draw_boxes, tube_boxes_by_frame, write_video
+
+    tubes_file = os.path.join(eval_dir, "pcsc_tubes_refined.json")
+    if not os.path.isfile(tubes_file):
+        tubes_file = os.path.join(eval_dir, "pcsc_tubes.json")
+    with open(tubes_file) as f:
+        tubes = [t for t in json.load(f) if t["score"] >= 0.3]
+    gt = load_annotations(os.path.join(dataset_root, "synthetic-GT.pkl"))
+    videos = gt["test_videos"][0][:max_videos]
+    frames = []
+    for video in videos:
+        per_frame = tube_boxes_by_frame(t for t in tubes if t["video"] == video)
+        gt_by_frame: Dict[int, list] = {}
+        for per_label in gt["gttubes"].get(video, {}).values():
+            for tube in per_label:
+                for row in tube:
+                    gt_by_frame.setdefault(int(row[0]), []).append(row[1:5])
+        for i in range(1, gt["nframes"][video] + 1):
+            path = os.path.join(dataset_root, "rgb-images", video, f"{i:05d}.jpg")
+            image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            image = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+            items = [dict(d, box=d["box"] * 2) for d in per_frame.get(i, [])]
+            gt_boxes = [b * 2 for b in gt_by_frame.get(i, [])]
+            frames.append(draw_boxes(image, items, gt["labels"], gt_boxes or None))
+    write_video(frames, out_path, fps=8)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "main"))
-    parser.add_argument("--config-file", default=os.path.join(ROOT, "configs", "pcsc_synthetic.yaml"))
+    parser.add_argument(
+        "--config-file", default=os.path.join(ROOT, "configs", "pcsc_synthetic.yaml")
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    py = sys.executable
-    out = os.path.abspath(args.output)
-    start = time.time()
-    timings: Dict[str, float] = {}
-
-    def step(name: str, done: bool, cmd: List[str]) -> None:
-        t0 = time.time()
-        if done:
-            logger.info("step %s: already done, skipped", name)
-        else:
-            run(cmd)
-        timings[name] = time.time() - t0
-
-    synth = os.path.join(DATASETS, "synthetic")
-    step("dataset", os.path.isfile(os.path.join(synth, "synthetic-GT.pkl")),
-         [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0"])
-    step("weights", os.path.isfile(WEIGHTS),
-         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS])
-
-    untrained = os.path.join(out, "untrained")
-    step("eval_untrained", os.path.isfile(os.path.join(untrained, "done")),
-         [py, "tools/eval_untrained.py", "--config-file", args.config_file,
-          "OUTPUT_DIR", untrained, "MODEL.WEIGHTS", WEIGHTS])
-
-    pcsc = os.path.join(out, "pcsc")
-    final = os.path.join(pcsc, "model_final.pth")
-    step("train", os.path.isfile(final),
-         [py, "train_net.py", "--config-file", args.config_file, "--resume",
-          "OUTPUT_DIR", pcsc, "MODEL.WEIGHTS", WEIGHTS, "TEST.EVAL_PERIOD", "0"])
-
-    tr = os.path.join(out, "tr")
-    tr_model = os.path.join(tr, "model_tr.pth")
-    step("train_actionness", os.path.isfile(tr_model),
-         [py, "tools/train_actionness.py", "--config-file", args.config_file,
-          "OUTPUT_DIR", tr, "MODEL.WEIGHTS", final])
-
-    evaluation = os.path.join(out, "eval")
-    step("evaluate", False,
-         [py, "train_net.py", "--config-file", args.config_file, "--eval-only",
-          "OUTPUT_DIR", evaluation, "MODEL.WEIGHTS", tr_model,
-          "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])
-
-    results = {
-        "untrained": read_metrics(untrained),
-        "pcsc": read_metrics(evaluation),
-        "timings_s": timings,
-        "total_s": time.time() - start,
-    }
-    write_report(results, out)
-
-
-def write_report(results: Dict, out: str) -> None:
-    """results.json + results.md, and a GIF of the test tubes (written by render_results)."""
+    from pcsc_d2.evaluation.results import find_metrics, markdown_table, metrics_row
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
+    py, cfg_file, out = sys.executable, args.config_file, os.path.abspath(args.output)
+    datasets = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
+    os.environ["DETECTRON2_DATASETS"] = datasets
+    synth = os.path.join(datasets, "synthetic")
+    pcsc, tr, evaluation = (os.path.join(out, d) for d in ("pcsc", "tr", "eval"))
+    untrained = os.path.join(out, "untrained")
+    timings: Dict[str, float] = {}
+    start = time.time()
+
+    def step(name: str, done_file: str, action) -> None:
+        t0 = time.time()
+        if os.path.isfile(done_file):
+            logger.info("step %s: %s exists, skipped", name, done_file)
+        else:
+            logger.info("step %s", name)
+            action()
+        timings[name] = round(time.time() - t0, 1)
+
+    step("dataset", os.path.join(synth, "synthetic-GT.pkl"), lambda: run(
+        [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0"]))
+    step("weights", WEIGHTS, lambda: run(
+        [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
+    step("eval_untrained", os.path.join(untrained, "pcsc_metrics.json"),
+         lambda: evaluate_untrained(cfg_file, untrained))
+    step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(
+        [py, "train_net.py", "--config-file", cfg_file, "--resume", "OUTPUT_DIR", pcsc,
+         "MODEL.WEIGHTS", WEIGHTS, "TEST.EVAL_PERIOD", "0"]))
+    step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
+        [py, "tools/train_actionness.py", "--config-file", cfg_file, "OUTPUT_DIR", tr,
+         "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))
+    step("evaluate", os.path.join(evaluation, "pcsc_metrics.json"), lambda: run(
+        [py, "train_net.py", "--config-file", cfg_file, "--eval-only", "OUTPUT_DIR", evaluation,
+         "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
+         "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"]))
+    step("render", os.path.join(out, "tubes.gif"), lambda: render_tubes(
+        evaluation, synth, os.path.join(out, "tubes.gif")))
+
+    trained = find_metrics(evaluation)
+    rows = [
+        ("untrained (I3D weights, random heads)", metrics_row(find_metrics(untrained))),
+        ("PCSC", metrics_row(trained)),
+        ("PCSC + TR", metrics_row(trained, tr=True)),
+    ]
+    table = markdown_table(rows)
+    results = {name: row for name, row in rows}
+    results.update(ap_convention="act", timings_s=timings, total_s=round(time.time() - start, 1))
     atomic_save_json(results, os.path.join(out, "results.json"), indent=2)
-    rows = [("untrained model (I3D + random heads)", results["untrained"].get("without_tr", results["untrained"]))]
-    pcsc = results["pcsc"]
-    rows.append(("PCSC", pcsc.get("without_tr", pcsc)))
-    if "with_tr" in pcsc:
-        rows.append(("PCSC + TR", pcsc["with_tr"]))
-    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, m in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.1f}" for k in METRICS) + " |")
-    table = "\n".join(lines)
     with atomic_open(os.path.join(out, "results.md"), "w") as f:
-        f.write("# PCSC on the synthetic benchmark (CPU main job)\n\n" + table + "\n")
-    print(table)
+        f.write("# PCSC on the synthetic benchmark (CPU main job)\n\n"
+                "Percent; ACT conventions (+1-pixel IoU, trapezoid AP over raw PR points).\n\n"
+                f"{table}\n\nStep timings (s): {json.dumps(timings)}\n")
+    logger.info("Results (also in %s):\n%s", os.path.join(out, "results.md"), table)
 
 
 if __name__ == "__main__":

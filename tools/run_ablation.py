@@ -10,16 +10,16 @@ PCSC and evaluates PCSC + TR, then writes ablation.md, ablation.json and ablatio
 resumes / is skipped when its result exists.
 """
 import argparse
-import json
 import logging
 import os
 import subprocess
 import sys
 from typing import Dict, List
 
+from pcsc_d2.evaluation.results import find_metrics, markdown_table, metrics_row
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
-METRICS = ["frame_mAP@0.5", "video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75", "video_mAP@0.5:0.95"]
 
 # name -> overrides of the base (PCSC) config. One schedule for all.
 VARIANTS: Dict[str, List[str]] = {
@@ -37,14 +37,6 @@ logger = logging.getLogger("pcsc_d2.ablation")
 def run(cmd: List[str]) -> None:
     logger.info("$ %s", " ".join(cmd))
     subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def read_metrics(folder: str) -> Dict[str, float]:
-    for dirpath, _, files in os.walk(folder):
-        if "metrics.json" in files:
-            with open(os.path.join(dirpath, "metrics.json")) as f:
-                return json.load(f)
-    raise FileNotFoundError(f"no metrics.json under {folder}")
 
 
 def main() -> None:
@@ -66,29 +58,23 @@ def main() -> None:
         for t in stages:
             tag = name if t is None else f"{name}_stage{t}"
             ev = os.path.join(out, "eval" if t is None else f"eval_stage{t}")
-            if not os.path.isfile(os.path.join(ev, "metrics.json")):
+            if not os.path.isfile(os.path.join(ev, "pcsc_metrics.json")):
                 extra = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
                 run([py, "train_net.py", *base, "--eval-only", *common, *extra, "OUTPUT_DIR", ev,
                      "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
-            results[tag] = read_metrics(ev)
+            results[tag] = find_metrics(ev)
     # PCSC + TR.
     pcsc_out, tr_out = os.path.join(args.output, "pcsc"), os.path.join(args.output, "pcsc_tr")
     if not os.path.isfile(os.path.join(tr_out, "model_tr.pth")):
         run([py, "tools/train_actionness.py", *base, *VARIANTS["pcsc"], *args.opts,
              "OUTPUT_DIR", tr_out, "MODEL.WEIGHTS", os.path.join(pcsc_out, "model_final.pth")])
     ev = os.path.join(tr_out, "eval")
-    if not os.path.isfile(os.path.join(ev, "metrics.json")):
+    if not os.path.isfile(os.path.join(ev, "pcsc_metrics.json")):
         run([py, "train_net.py", *base, "--eval-only", *VARIANTS["pcsc"], *args.opts,
              "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr_out, "model_tr.pth"),
              "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])
-    results["pcsc_tr"] = read_metrics(ev)
+    results["pcsc_tr"] = find_metrics(ev)
     write_outputs(results, args.output)
-
-
-def _row(metrics: Dict, refined: bool = False) -> Dict[str, float]:
-    """The metrics without TR (or with, when ``refined``) from an evaluator's metrics.json."""
-    key = "with_tr" if refined else "without_tr"
-    return metrics.get(key, metrics)
 
 
 def write_outputs(results: Dict[str, Dict], folder: str) -> None:
@@ -100,23 +86,21 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
 
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
-    rows = [(name, _row(m)) for name, m in results.items() if name != "pcsc_tr"]
-    rows.append(("pcsc_tr (PCSC + TR)", _row(results["pcsc_tr"], refined=True)))
-    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, m in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.1f}" for k in METRICS) + " |")
+    rows = [(name, metrics_row(m)) for name, m in results.items() if name != "pcsc_tr"]
+    rows.append(("pcsc_tr (PCSC + TR)", metrics_row(results["pcsc_tr"], tr=True)))
+    table = markdown_table(rows)
     atomic_save_json(results, os.path.join(folder, "ablation.json"), indent=2)
     with atomic_open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write("# Ablation on the synthetic benchmark\n\n" + "\n".join(lines) + "\n")
+        f.write("# Ablation on the synthetic benchmark\n\n" + table + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("frame_mAP@0.5", "video_mAP@0.5")):
         for name, label in (("pcsc", "with feature cooperation"),
                             ("pcsc_no_feature_coop", "without feature cooperation")):
-            ys = [_row(results[f"{name}_stage{t}"]).get(metric, float("nan")) for t in range(5)]
+            ys = [metrics_row(results[f"{name}_stage{t}"]).get(metric, float("nan")) for t in range(5)]
             ax.plot(range(5), ys, marker="o", label=label)
         for name, style in (("late_fusion", "--"), ("rgb_only", ":"), ("flow_only", "-.")):
-            ax.axhline(_row(results[name]).get(metric, float("nan")), ls=style, c="gray", lw=1)
-            ax.text(4.05, _row(results[name]).get(metric, 0), name, fontsize=7, va="center")
+            ax.axhline(metrics_row(results[name]).get(metric, float("nan")), ls=style, c="gray", lw=1)
+            ax.text(4.05, metrics_row(results[name]).get(metric, 0), name, fontsize=7, va="center")
         ax.set_xlabel("stages used at test (0 = each stream alone, fused)")
         ax.set_ylabel(metric + " (%)")
         ax.set_xticks(range(5))
@@ -124,7 +108,7 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
     fig.tight_layout()
     with atomic_open(os.path.join(folder, "ablation.png"), "wb") as f:
         fig.savefig(f, format="png", dpi=120)
-    print("\n".join(lines))
+    print(table)
 
 
 if __name__ == "__main__":

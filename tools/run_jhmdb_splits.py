@@ -8,13 +8,13 @@ Split s trains on ``jhmdb_train_split{s}`` and tests on ``jhmdb_test_split{s}``.
 model_final.pth exists is not trained again. Writes <output>/splits_mean.json and .md.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 
+from pcsc_d2.evaluation.results import MAIN_METRICS, find_metrics, markdown_table, metrics_row
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METRICS = ["frame_mAP@0.5", "video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75", "video_mAP@0.5:0.95"]
 
 
 def main() -> None:
@@ -38,22 +38,16 @@ def main() -> None:
         subprocess.run(common + ["--eval-only", *data, *args.opts, "OUTPUT_DIR", ev,
                                  "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")],
                        cwd=ROOT, check=True)
-        for dirpath, _, files in os.walk(ev):
-            if "metrics.json" in files:
-                with open(os.path.join(dirpath, "metrics.json")) as f:
-                    m = json.load(f)
-                per_split[s] = m.get("without_tr", m)
+        per_split[s] = metrics_row(find_metrics(ev))
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
-    mean = {k: sum(per_split[s][k] for s in per_split) / len(per_split) for k in METRICS}
+    mean = {k: sum(per_split[s][k] for s in per_split) / len(per_split) for k in MAIN_METRICS}
     atomic_save_json({"per_split": per_split, "mean": mean},
                      os.path.join(args.output, "splits_mean.json"), indent=2)
-    lines = ["| split | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, m in [*((str(s), per_split[s]) for s in per_split), ("mean", mean)]:
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |")
+    table = markdown_table([*((str(s), per_split[s]) for s in per_split), ("mean", mean)], "split")
     with atomic_open(os.path.join(args.output, "splits_mean.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f.write(table + "\n")
+    print(table)
 
 
 if __name__ == "__main__":
