@@ -1,0 +1,28 @@
+"""Data layer: GT files, dataset registration, the two-stream clip mapper, optical flow and the
+synthetic dataset. Importing this registers the predefined datasets (lazily: nothing is read)."""
+from .annotations import SafeUnpickler, UnsafePickleError, load_annotations, save_annotations
+from .datasets import (
+    clip_frame_indices,
+    configure_pcsc_datasets,
+    get_split_annotations,
+    load_action_dataset,
+    register_action_dataset,
+    register_pcsc_datasets,
+)
+from .mapper import PCSCClipMapper
+
+register_pcsc_datasets()
+
+__all__ = [
+    "PCSCClipMapper",
+    "SafeUnpickler",
+    "UnsafePickleError",
+    "clip_frame_indices",
+    "configure_pcsc_datasets",
+    "get_split_annotations",
+    "load_action_dataset",
+    "load_annotations",
+    "register_action_dataset",
+    "register_pcsc_datasets",
+    "save_annotations",
+]
