@@ -1,0 +1,258 @@
+"""I3D (Inception-v1 inflated to 3D; Carreira and Zisserman, CVPR 2017) as a Detectron2 Backbone.
+
+The layer structure, TF 'SAME' padding and BN epsilon follow DeepMind's Kinetics model so that
+its weights (``pcsc_d2.modeling.backbone.i3d_weights``) load and reproduce it exactly.
+
+State-dict names mirror the checkpoint's units::
+
+    Conv3d_1a_7x7.conv.weight                 (64, 3, 7, 7, 7)
+    Conv3d_1a_7x7.bn.{weight,bias,running_mean,running_var}
+    Mixed_3b.Branch_1.Conv3d_0b_3x3.conv.weight
+    Mixed_3b.Branch_3.Conv3d_0b_1x1.bn.bias   (Branch_3 = 3x3x3 max-pool, then this conv)
+
+Endpoints used as C2..C5 by PCSC, with (channels, spatial stride, temporal stride):
+Conv3d_2c_3x3 (192, 4, 2), Mixed_3c (480, 8, 2), Mixed_4f (832, 16, 4), Mixed_5c (1024, 32, 8).
+"""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
+
+__all__ = ["I3D", "FrozenBatchNorm3d", "tf_same_padding", "build_pcsc_i3d_backbone"]
+
+BN_EPS = 1e-3
+
+# name -> (Branch_0, Branch_1 reduce, Branch_1 out, Branch_2 reduce, Branch_2 out, Branch_3)
+_INCEPTION = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+# The network in order: (name, kind, args). Max-pools: (kernel, stride).
+_LAYERS: List[Tuple[str, str, tuple]] = [
+    ("Conv3d_1a_7x7", "conv", (3, 64, (7, 7, 7), (2, 2, 2))),
+    ("MaxPool3d_2a_3x3", "pool", ((1, 3, 3), (1, 2, 2))),
+    ("Conv3d_2b_1x1", "conv", (64, 64, (1, 1, 1), (1, 1, 1))),
+    ("Conv3d_2c_3x3", "conv", (64, 192, (3, 3, 3), (1, 1, 1))),
+    ("MaxPool3d_3a_3x3", "pool", ((1, 3, 3), (1, 2, 2))),
+    ("Mixed_3b", "mixed", (192,)),
+    ("Mixed_3c", "mixed", (256,)),
+    ("MaxPool3d_4a_3x3", "pool", ((3, 3, 3), (2, 2, 2))),
+    ("Mixed_4b", "mixed", (480,)),
+    ("Mixed_4c", "mixed", (512,)),
+    ("Mixed_4d", "mixed", (512,)),
+    ("Mixed_4e", "mixed", (512,)),
+    ("Mixed_4f", "mixed", (528,)),
+    ("MaxPool3d_5a_2x2", "pool", ((2, 2, 2), (2, 2, 2))),
+    ("Mixed_5b", "mixed", (832,)),
+    ("Mixed_5c", "mixed", (832,)),
+]
+
+# endpoint -> (channels, spatial stride, temporal stride)
+ENDPOINTS = {
+    "Conv3d_1a_7x7": (64, 2, 2),
+    "Conv3d_2b_1x1": (64, 4, 2),
+    "Conv3d_2c_3x3": (192, 4, 2),
+    "Mixed_3b": (256, 8, 2),
+    "Mixed_3c": (480, 8, 2),
+    "Mixed_4b": (512, 16, 4),
+    "Mixed_4c": (512, 16, 4),
+    "Mixed_4d": (512, 16, 4),
+    "Mixed_4e": (528, 16, 4),
+    "Mixed_4f": (832, 16, 4),
+    "Mixed_5b": (832, 32, 8),
+    "Mixed_5c": (1024, 32, 8),
+}
+
+# FREEZE_AT n freezes the units up to and including _FREEZE_POINTS[n - 1].
+_FREEZE_POINTS = ["Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f"]
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """TF 'SAME' padding of one dimension: (before, after), the odd pixel going after.
+
+    out = ceil(size / stride); total = max((out - 1) * stride + kernel - size, 0).
+    """
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """Pad a (N, C, T, H, W) tensor for a 'SAME' conv/pool with this kernel and stride."""
+    pads = []
+    for dim, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
+        pads.extend(tf_same_padding(dim, k, s))
+    if not any(pads):
+        return x
+    # Zero padding is also right for max-pooling here: every pooled input follows a ReLU.
+    return F.pad(x, pads)
+
+
+class FrozenBatchNorm3d(nn.Module):
+    """BatchNorm3d with fixed statistics and affine parameters: y = x * scale + shift."""
+
+    def __init__(self, num_features: int, eps: float = BN_EPS):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features) - eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1, 1) + shift.view(1, -1, 1, 1, 1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written with BatchNorm3d carry a counter this module does not have.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class Unit3D(nn.Module):
+    """Conv3d (no bias, TF 'SAME') -> BN (eps 1e-3) -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), norm: str = "BN"):
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.conv = nn.Conv3d(cin, cout, self.kernel, self.stride, bias=False)
+        if norm == "FrozenBN":
+            self.bn = FrozenBatchNorm3d(cout)
+        elif norm == "BN":
+            self.bn = nn.BatchNorm3d(cout, eps=BN_EPS, momentum=0.01)
+        else:
+            raise ValueError(f"I3D norm must be 'BN' or 'FrozenBN', got {norm!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(_pad_same(x, self.kernel, self.stride))))
+
+
+class MaxPool3dSame(nn.Module):
+    """Max-pooling with TF 'SAME' padding."""
+
+    def __init__(self, kernel, stride):
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool3d(_pad_same(x, self.kernel, self.stride), self.kernel, self.stride)
+
+
+class InceptionBlock(nn.Module):
+    """Four parallel branches concatenated on channels (the checkpoint's Branch_0..Branch_3)."""
+
+    def __init__(self, cin: int, widths: Sequence[int], norm: str):
+        super().__init__()
+        b0, b1r, b1, b2r, b2, b3 = widths
+        self.Branch_0 = nn.ModuleDict({"Conv3d_0a_1x1": Unit3D(cin, b0, norm=norm)})
+        self.Branch_1 = nn.ModuleDict(
+            {"Conv3d_0a_1x1": Unit3D(cin, b1r, norm=norm),
+             "Conv3d_0b_3x3": Unit3D(b1r, b1, (3, 3, 3), norm=norm)}
+        )
+        self.Branch_2 = nn.ModuleDict(
+            {"Conv3d_0a_1x1": Unit3D(cin, b2r, norm=norm),
+             "Conv3d_0b_3x3": Unit3D(b2r, b2, (3, 3, 3), norm=norm)}
+        )
+        self.pool = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.Branch_3 = nn.ModuleDict({"Conv3d_0b_1x1": Unit3D(cin, b3, norm=norm)})
+        self.out_channels = b0 + b1 + b2 + b3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y0 = self.Branch_0["Conv3d_0a_1x1"](x)
+        y1 = self.Branch_1["Conv3d_0b_3x3"](self.Branch_1["Conv3d_0a_1x1"](x))
+        y2 = self.Branch_2["Conv3d_0b_3x3"](self.Branch_2["Conv3d_0a_1x1"](x))
+        y3 = self.Branch_3["Conv3d_0b_1x1"](self.pool(x))
+        return torch.cat([y0, y1, y2, y3], dim=1)
+
+
+class I3D(Backbone):
+    """I3D trunk returning 5-D endpoint features.
+
+    Input: (N, 3, T, H, W), already normalised to [-1, 1] (RGB, or Brox-style flow images).
+    Output: {endpoint: (N, C, ceil(T / ts), ceil(H / s), ceil(W / s))} for ``out_features``.
+    """
+
+    def __init__(
+        self,
+        *,
+        out_features: Sequence[str] = ("Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c"),
+        freeze_at: int = 0,
+        norm: str = "BN",
+    ):
+        """
+        Args:
+            out_features: endpoints to return; layers after the last one are not built.
+            freeze_at: 0 = train everything; n >= 1 freezes the units up to
+                ["Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f"][n-1].
+            norm: "BN" or "FrozenBN" (fixed statistics, the usual choice for detection).
+        """
+        super().__init__()
+        unknown = [f for f in out_features if f not in ENDPOINTS]
+        if unknown:
+            raise ValueError(f"unknown I3D endpoints {unknown}; choose from {list(ENDPOINTS)}")
+        if not 0 <= freeze_at <= len(_FREEZE_POINTS):
+            raise ValueError(f"I3D freeze_at must be in 0..{len(_FREEZE_POINTS)}, got {freeze_at}")
+        self._out_features = list(out_features)
+        last = max(i for i, (name, _, _) in enumerate(_LAYERS) if name in out_features)
+        self._order: List[str] = []
+        for name, kind, args in _LAYERS[: last + 1]:
+            if kind == "conv":
+                module = Unit3D(args[0], args[1], args[2], args[3], norm=norm)
+            elif kind == "pool":
+                module = MaxPool3dSame(*args)
+            else:
+                module = InceptionBlock(args[0], _INCEPTION[name], norm)
+            self.add_module(name, module)
+            self._order.append(name)
+        self._out_feature_channels = {f: ENDPOINTS[f][0] for f in self._out_features}
+        self._out_feature_strides = {f: ENDPOINTS[f][1] for f in self._out_features}
+        self.temporal_strides = {f: ENDPOINTS[f][2] for f in self._out_features}
+        self.freeze(freeze_at)
+
+    def freeze(self, freeze_at: int) -> "I3D":
+        """Freeze the parameters of the first units (see __init__); BN stays as configured."""
+        if freeze_at > 0:
+            stop = _FREEZE_POINTS[freeze_at - 1]
+            for name in self._order[: self._order.index(stop) + 1] if stop in self._order else self._order:
+                for p in getattr(self, name).parameters():
+                    p.requires_grad_(False)
+        return self
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"I3D expects (N, 3, T, H, W) input, got {tuple(x.shape)}")
+        outputs = {}
+        for name in self._order:
+            x = getattr(self, name)(x)
+            if name in self._out_feature_channels:
+                outputs[name] = x
+        return outputs
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            for f in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_pcsc_i3d_backbone(cfg, input_shape: ShapeSpec) -> I3D:
+    """I3D from MODEL.I3D.{OUT_FEATURES, FREEZE_AT, NORM} (returns 5-D features)."""
+    return I3D(
+        out_features=list(cfg.MODEL.I3D.OUT_FEATURES),
+        freeze_at=cfg.MODEL.I3D.FREEZE_AT,
+        norm=cfg.MODEL.I3D.NORM,
+    )
