@@ -1,0 +1,115 @@
+"""Brox-style flow encoding and the resumable flow extractor (pcsc_d2.data.flow)."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from pcsc_d2.data.flow import (
+    compute_flow,
+    decode_flow,
+    encode_flow,
+    extract_flow_frames,
+    list_frames,
+    run_extraction,
+)
+
+
+def test_encode_decode_round_trip_within_005px():
+    flow = np.random.default_rng(0).uniform(-7.9, 7.9, (32, 40, 2)).astype(np.float32)
+    back = decode_flow(encode_flow(flow))
+    assert np.abs(back - flow).max() <= 0.5 / 16 + 1e-6  # half a quantisation step
+    assert np.abs(back - flow).max() < 0.05
+
+
+def test_encode_values_and_clipping():
+    flow = np.array([[[0.0, 0.0], [1.0, -2.0], [100.0, -100.0]]], np.float32)
+    img = encode_flow(flow)
+    assert img[0, 0].tolist() == [128, 128, 128]
+    assert img[0, 1].tolist() == [144, 96, round(128 + 16 * np.sqrt(5))]
+    assert img[0, 2].tolist() == [255, 0, 255]
+
+
+def _texture(seed=0, h=90, w=120):
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur((rng.random((h + 20, w + 20)) * 255).astype(np.uint8), (5, 5), 0)
+    return tex
+
+
+def test_dis_recovers_a_known_shift():
+    tex = _texture()
+    a = np.repeat(tex[10:100, 10:130, None], 3, axis=2)
+    b = np.repeat(tex[8:98, 13:133, None], 3, axis=2)  # content moves by (-3, +2)
+    flow = compute_flow(a, b, method="dis")
+    assert abs(np.median(flow[..., 0]) + 3) < 0.5
+    assert abs(np.median(flow[..., 1]) - 2) < 0.5
+
+
+def _write_frames(folder, n=5):
+    os.makedirs(folder, exist_ok=True)
+    tex = _texture()
+    for i in range(n):
+        img = np.repeat(tex[10:100, 10 + i:130 + i, None], 3, axis=2)
+        cv2.imwrite(os.path.join(folder, f"{i + 1:05d}.jpg"), img)
+
+
+def test_extraction_writes_one_file_per_frame_and_resumes(tmp_path):
+    frames_dir, out = str(tmp_path / "frames"), str(tmp_path / "flow")
+    _write_frames(frames_dir, 5)
+    assert extract_flow_frames(list_frames(frames_dir), out, "dis") == 5
+    names = sorted(os.listdir(out))
+    assert names == [f"{i:05d}.jpg" for i in range(1, 6)]
+    # The content moves left by 1 px per frame: decoded x-flow about -1.
+    x = decode_flow(cv2.imread(os.path.join(out, "00002.jpg"))[..., ::-1])[..., 0]
+    assert abs(np.median(x) + 1) < 0.3
+    # The last image repeats the flow of the pair before it.
+    assert np.array_equal(cv2.imread(os.path.join(out, "00005.jpg")),
+                          cv2.imread(os.path.join(out, "00004.jpg")))
+    mtimes = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in names}
+    assert extract_flow_frames(list_frames(frames_dir), out, "dis") == 0
+    assert {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in names} == mtimes
+    os.remove(os.path.join(out, "00003.jpg"))
+    assert extract_flow_frames(list_frames(frames_dir), out, "dis") == 1
+    assert sorted(os.listdir(out)) == names
+    for n in names:
+        if n != "00003.jpg":
+            assert os.stat(os.path.join(out, n)).st_mtime_ns == mtimes[n]
+
+
+def test_recursive_root_and_video_file(tmp_path):
+    root = tmp_path / "rgb-images"
+    _write_frames(str(root / "ClassA" / "vid1"), 3)
+    _write_frames(str(root / "ClassB" / "vid2"), 4)
+    out = tmp_path / "brox"
+    assert run_extraction(str(root), str(out), "dis", workers=2, recursive=True) == 7
+    assert len(os.listdir(out / "ClassB" / "vid2")) == 4
+    # A video file: its frames are decoded to --rgb-output and flow written for each.
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10, (120, 90))
+    tex = _texture()
+    for i in range(6):
+        writer.write(np.repeat(tex[10:100, 10 + i:130 + i, None], 3, axis=2))
+    writer.release()
+    assert run_extraction(video, str(tmp_path / "vflow"), "dis", rgb_out=str(tmp_path / "vrgb")) == 6
+    assert len(os.listdir(tmp_path / "vrgb")) == 6
+
+
+def test_unreadable_inputs_get_clear_errors(tmp_path):
+    with pytest.raises(IOError, match="frame folder not found"):
+        list_frames(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IOError, match="no frames"):
+        list_frames(str(tmp_path / "empty"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "00001.jpg").write_bytes(b"not a jpeg")
+    (bad / "00002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(IOError, match="cannot decode frame .*00001.jpg"):
+        extract_flow_frames(list_frames(str(bad)), str(tmp_path / "o"), "dis")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcsc_d2.data.flow", "--input", str(tmp_path / "nope"),
+         "--output", str(tmp_path / "o")], capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "input not found" in proc.stderr
