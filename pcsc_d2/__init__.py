@@ -14,7 +14,18 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "you built yourself works too."
     ) from e
 
+from . import data, modeling  # noqa: F401  (registration happens on import)
 from .config import add_pcsc_config
+from .data import PCSCClipMapper, load_annotations
+from .evaluation import PCSCEvaluator
+from .modeling import PCSCCascadeROIHeads, PCSCTwoStreamRCNN
 
-__all__ = ["add_pcsc_config"]
+__all__ = [
+    "add_pcsc_config",
+    "load_annotations",
+    "PCSCCascadeROIHeads",
+    "PCSCClipMapper",
+    "PCSCEvaluator",
+    "PCSCTwoStreamRCNN",
+]
 __version__ = "0.1.0"
