@@ -125,3 +125,15 @@ def test_one_and_two_processes_agree(tmp_path):
     assert set(double) == set(single)
     for k, v in single.items():
         assert double[k] == pytest.approx(v, nan_ok=True), k
+
+
+def test_key_frame_stride_counts_only_evaluated_frames(tmp_path):
+    """With every 2nd frame evaluated, the GT of skipped frames is not counted as missed."""
+    ann = _annotations()
+    evaluator = _evaluator(ann, None, distributed=False, refine=False)
+    evaluator.reset()
+    for inp, out in _inputs_outputs(ann):
+        if inp["frame"] % 2 == 1:
+            evaluator.process([inp], [out])
+    metrics = evaluator.evaluate()["pcsc"]
+    assert metrics["frame_mAP@0.5"] == pytest.approx(100.0)

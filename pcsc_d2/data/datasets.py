@@ -194,6 +194,8 @@ def register_action_dataset(
     ``is_train``, ``dataset_root`` and ``evaluator_type = "pcsc"`` (get_split_annotations
     and the evaluator use them).
     """
+    # Absolute paths: the catalog must not depend on the working directory of later calls.
+    root = os.path.abspath(root)
     gt_path = gt_file if os.path.isabs(gt_file) else os.path.join(root, gt_file)
 
     def load() -> List[Dict]:

@@ -285,7 +285,8 @@ class PCSCEvaluator(DatasetEvaluator):
             return {}
         # A (video, frame) seen twice (e.g. padded distributed sampling) counts once.
         per_frame = {(v, f): d for v, f, d in predictions}
-        gt = GroundTruth.from_annotations(self._get_annotations())
+        # Frame-level GT only on the frames that were evaluated (key-frame stride).
+        gt = GroundTruth.from_annotations(self._get_annotations()).restrict_to_frames(per_frame)
         dets = _flatten(per_frame)
         tubes = link_detections(per_frame, self._tube_options)
         has_actionness = bool(tubes) and all("actionness" in t.extras for t in tubes)

@@ -6,7 +6,7 @@ boxes are flat arrays keyed by (class, video, frame).
 """
 import dataclasses
 import logging
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -86,6 +86,26 @@ class GroundTruth:
             tube_label=tube_label,
             tube_frames=tube_frames,
             tube_boxes=tube_boxes,
+        )
+
+    def restrict_to_frames(self, evaluated: Iterable[Tuple[str, int]]) -> "GroundTruth":
+        """Keep only the GT boxes of evaluated (video, frame) pairs, for frame-level metrics.
+
+        With a key-frame stride (or a partial run), GT boxes on frames the detector never saw
+        would count as misses and cap recall. GT tubes (video-AP) are kept whole.
+        """
+        pos = {v: i for i, v in enumerate(self.videos)}
+        keys = np.asarray(
+            [pos[v] * _FRAME_BASE + int(f) for v, f in evaluated if v in pos], dtype=np.int64
+        )
+        keep = np.isin(self.box_video * _FRAME_BASE + self.box_frame, keys)
+        return dataclasses.replace(
+            self,
+            box_video=self.box_video[keep],
+            box_frame=self.box_frame[keep],
+            box_label=self.box_label[keep],
+            box_tube=self.box_tube[keep],
+            boxes=self.boxes[keep],
         )
 
 
