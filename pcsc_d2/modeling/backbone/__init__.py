@@ -1,0 +1,9 @@
+from .i3d import I3D, build_pcsc_i3d_backbone
+from .two_stream_fpn import PCSCTwoStreamBackbone, build_pcsc_two_stream_backbone
+
+__all__ = [
+    "I3D",
+    "PCSCTwoStreamBackbone",
+    "build_pcsc_i3d_backbone",
+    "build_pcsc_two_stream_backbone",
+]

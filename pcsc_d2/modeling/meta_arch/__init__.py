@@ -1,0 +1,3 @@
+from .two_stream_rcnn import PCSCTwoStreamRCNN
+
+__all__ = ["PCSCTwoStreamRCNN"]

@@ -1,0 +1,336 @@
+"""The cross-stream cascade RoI heads of PCSC (region-proposal and feature cooperation)."""
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads, build_box_head
+from detectron2.modeling.roi_heads.fast_rcnn import (
+    FastRCNNOutputLayers,
+    fast_rcnn_inference_single_image,
+)
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
+
+from .cooperation import (
+    STREAMS,
+    CooperationStage,
+    CrossStreamMessage,
+    cooperate_proposals,
+    cooperation_schedule,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PCSCCascadeROIHeads"]
+
+# (predictions of FastRCNNOutputLayers, the proposals they were made on, box-head features (R, D))
+_StageOutput = Tuple[Tuple[torch.Tensor, torch.Tensor], List[Instances], torch.Tensor]
+
+
+def _key(stream: str, stage: int) -> str:
+    return f"{stream}_s{stage}"
+
+
+@ROI_HEADS_REGISTRY.register()
+class PCSCCascadeROIHeads(ROIHeads):
+    """Stage 0 runs each stream's head on its own RPN proposals; stages t = 1..T alternate
+    RGB (odd t) and Flow (even t), each on P_t^i = B^i U B^j with F_t^i = F^i + g_t(F^j).
+
+    With one stream (or two and T = 0) this is a plain Faster R-CNN box head per stream; with two
+    streams and T = 0 it is late fusion (the union of both streams' detections, then NMS).
+
+    Training, per stage and stream: GT boxes are added to the proposals, which are labelled at
+    MODEL.PCSC.STAGE_IOU_THRESH and sampled as in detectron2 (ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+    POSITIVE_FRACTION); a stage's detections B_t^i are its predictions on those sampled
+    proposals, detached (as Cascade R-CNN passes boxes on). The added GT keeps every stage
+    supplied with positives while the confidence filter of proposal cooperation still removes
+    most boxes early in training. Losses of all stages are summed unscaled (the paper's total).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        streams: List[str],
+        box_in_features: List[str],
+        box_pooler: ROIPooler,
+        box_heads: Dict[str, nn.Module],
+        box_predictors: Dict[str, nn.Module],
+        feature_messages: Dict[str, nn.Module],
+        num_stages: int,
+        proposal_cooperation: bool = True,
+        coop_score_thresh: float = 0.05,
+        coop_nms_own: float = 0.7,
+        coop_nms_other: float = 0.5,
+        coop_topk: int = 300,
+        test_stages: int = -1,
+        test_score_thresh: float = 0.05,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+        **kwargs,
+    ):
+        """
+        Args:
+            streams: the detector's streams, a subset of ("rgb", "flow").
+            box_in_features: FPN levels RoIs are pooled from.
+            box_pooler: the RoI pooler shared by every stage and stream (it has no parameters).
+            box_heads: {"<stream>_s<t>": box head} for stage 0 of every stream and each stage t.
+            box_predictors: {"<stream>_s<t>": FastRCNNOutputLayers}, the same keys.
+            feature_messages: {"s<t>": g_t} for t = 1..T; empty turns feature cooperation off.
+            num_stages: T, the number of cooperation stages (needs two streams when > 0).
+            proposal_cooperation: False: stage t uses the own stream's latest boxes only.
+            coop_score_thresh, coop_nms_own, coop_nms_other, coop_topk: see
+                :func:`cooperate_proposals`.
+            test_stages: inference unites stages 0..test_stages (-1 = all).
+            test_score_thresh, test_nms_thresh, test_topk_per_image: final per-class NMS.
+            kwargs: for :class:`ROIHeads` (num_classes, sampling, matcher, proposal_append_gt).
+        """
+        super().__init__(**kwargs)
+        self.streams = [s for s in STREAMS if s in streams]
+        if num_stages > 0 and len(self.streams) != 2:
+            raise ValueError(
+                f"MODEL.PCSC.NUM_STAGES = {num_stages} needs both streams, got {self.streams}; "
+                "use NUM_STAGES 0 for a single-stream detector"
+            )
+        self.schedule: List[CooperationStage] = cooperation_schedule(num_stages)
+        self.num_stages = num_stages
+        self.box_in_features = box_in_features
+        self.box_pooler = box_pooler
+        self.box_heads = nn.ModuleDict(box_heads)
+        self.box_predictors = nn.ModuleDict(box_predictors)
+        self.feature_messages = nn.ModuleDict(feature_messages)
+        self.proposal_cooperation = proposal_cooperation
+        self.coop_score_thresh = coop_score_thresh
+        self.coop_nms_own = coop_nms_own
+        self.coop_nms_other = coop_nms_other
+        self.coop_topk = coop_topk
+        self.test_stages = num_stages if test_stages < 0 else min(test_stages, num_stages)
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the width of a detection's feature (the box head's output, flattened)."""
+        shape = next(iter(self.box_heads.values())).output_shape
+        return shape.channels * (shape.height or 1) * (shape.width or 1)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        ret = super().from_config(cfg)
+        # Every stage labels its proposals with the same IoU (the paper: > 0.5 is foreground).
+        ret["proposal_matcher"] = Matcher(
+            [cfg.MODEL.PCSC.STAGE_IOU_THRESH], [0, 1], allow_low_quality_matches=False
+        )
+        pcsc = cfg.MODEL.PCSC
+        ret.update(cls._init_box_heads(cfg, input_shape))
+        ret.update(
+            {
+                "streams": list(pcsc.STREAMS),
+                "num_stages": pcsc.NUM_STAGES,
+                "proposal_cooperation": pcsc.PROPOSAL_COOPERATION,
+                "coop_score_thresh": pcsc.COOP_SCORE_THRESH,
+                "coop_nms_own": pcsc.COOP_NMS_OWN,
+                "coop_nms_other": pcsc.COOP_NMS_OTHER,
+                "coop_topk": pcsc.COOP_TOPK,
+                "test_stages": pcsc.TEST_STAGES,
+                "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            }
+        )
+        return ret
+
+    @classmethod
+    def _init_box_heads(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        channels = {input_shape[f].channels for f in in_features}
+        if len(channels) != 1:
+            raise ValueError(f"ROI_HEADS.IN_FEATURES {in_features} have different channels")
+        channels = channels.pop()
+        box_pooler = ROIPooler(
+            output_size=resolution,
+            scales=tuple(1.0 / input_shape[f].stride for f in in_features),
+            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+        )
+        pooled_shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
+        streams = [s for s in STREAMS if s in cfg.MODEL.PCSC.STREAMS]
+        heads = [(s, 0) for s in streams]
+        heads += [(st.stream, st.stage) for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES)]
+        box_heads, box_predictors = {}, {}
+        for stream, stage in heads:
+            head = build_box_head(cfg, pooled_shape)
+            box_heads[_key(stream, stage)] = head
+            box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(cfg, head.output_shape)
+        feature_messages = {}
+        if cfg.MODEL.PCSC.FEATURE_COOPERATION:
+            for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES):
+                feature_messages[f"s{st.stage}"] = CrossStreamMessage(
+                    channels, cfg.MODEL.PCSC.MESSAGE_REDUCTION
+                )
+        return {
+            "box_in_features": in_features,
+            "box_pooler": box_pooler,
+            "box_heads": box_heads,
+            "box_predictors": box_predictors,
+            "feature_messages": feature_messages,
+        }
+
+    def forward(
+        self,
+        images,
+        features: Dict[str, Dict[str, torch.Tensor]],
+        proposals: Dict[str, List[Instances]],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """
+        Args:
+            images: unused (image sizes come from the proposals); kept for detectron2's
+                signature.
+            features: {stream: {level: (N, C, H_l, W_l)}}.
+            proposals: {stream: N Instances with "proposal_boxes" and "objectness_logits"}.
+            targets: N Instances with "gt_boxes" and "gt_classes" (training only).
+
+        Returns:
+            At training, ([], losses) with keys "loss_cls_s<t>_<stream>" and
+            "loss_box_reg_s<t>_<stream>". At inference, (N Instances with pred_boxes, scores,
+            pred_classes and features (R, D): the box-head feature of the producing stage and
+            stream, {}).
+        """
+        del images
+        feats = {s: [features[s][f] for f in self.box_in_features] for s in self.streams}
+        last_stage = self.num_stages if self.training else self.test_stages
+        outputs: Dict[Tuple[str, int], _StageOutput] = {}
+        for s in self.streams:
+            outputs[(s, 0)] = self._run_stage(feats, proposals[s], s, 0, targets)
+        for st in self.schedule[:last_stage]:
+            props = self._cooperate(outputs, st)
+            outputs[(st.stream, st.stage)] = self._run_stage(
+                feats, props, st.stream, st.stage, targets, st.other
+            )
+        if self.training:
+            return [], self._losses(outputs)
+        return self._inference(outputs), {}
+
+    def _run_stage(
+        self,
+        feats: Dict[str, List[torch.Tensor]],
+        proposals: List[Instances],
+        stream: str,
+        stage: int,
+        targets: Optional[List[Instances]],
+        other: Optional[str] = None,
+    ) -> _StageOutput:
+        """Label and sample (training), pool, cooperate features (t > 0), run the stage's head."""
+        key = _key(stream, stage)
+        if self.training:
+            with get_event_storage().name_scope(key):
+                proposals = self.label_and_sample_proposals(proposals, targets)
+        boxes = [p.proposal_boxes for p in proposals]
+        x = self.box_pooler(feats[stream], boxes)
+        if stage > 0 and f"s{stage}" in self.feature_messages:
+            x = x + self.feature_messages[f"s{stage}"](self.box_pooler(feats[other], boxes))
+        x = self.box_heads[key](x)
+        return self.box_predictors[key](x), proposals, x
+
+    def _detections(
+        self, outputs: Dict[Tuple[str, int], _StageOutput], stream: str, stage: int
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """B_t^i per image: (boxes (R, 4) of the top foreground class, scores (R,)), detached.
+
+        Boxes passed between stages carry no gradient, like RPN proposals.
+        """
+        predictions, proposals, _ = outputs[(stream, stage)]
+        predictor = self.box_predictors[_key(stream, stage)]
+        boxes = predictor.predict_boxes(predictions, proposals)
+        probs = predictor.predict_probs(predictions, proposals)
+        dets = []
+        for b, p, prop in zip(boxes, probs, proposals):
+            scores, classes = p[:, :-1].max(dim=1)
+            if b.shape[1] > 4:  # class-specific regression: the box of the top class
+                b = b.view(len(b), -1, 4)[torch.arange(len(b), device=b.device), classes]
+            finite = torch.isfinite(b).all(dim=1) & torch.isfinite(scores)
+            b, scores = Boxes(b[finite].detach()), scores[finite].detach()
+            b.clip(prop.image_size)
+            keep = b.nonempty()
+            dets.append((b.tensor[keep], scores[keep]))
+        return dets
+
+    def _cooperate(
+        self, outputs: Dict[Tuple[str, int], _StageOutput], st: CooperationStage
+    ) -> List[Instances]:
+        """Proposal cooperation P_t^i = B^i U B^j for every image of the batch."""
+        own = self._detections(outputs, st.stream, st.own_source)
+        other = self._detections(outputs, st.other, st.other_source)
+        image_sizes = [p.image_size for p in outputs[(st.stream, st.own_source)][1]]
+        results = []
+        for own_i, other_i, image_size in zip(own, other, image_sizes):
+            boxes = cooperate_proposals(
+                own_i,
+                other_i,
+                score_thresh=self.coop_score_thresh,
+                nms_own=self.coop_nms_own,
+                nms_other=self.coop_nms_other,
+                topk=self.coop_topk,
+                use_other=self.proposal_cooperation,
+            )
+            inst = Instances(image_size)
+            inst.proposal_boxes = Boxes(boxes)
+            # Unused by the heads; detectron2's add_ground_truth_to_proposals needs the field.
+            inst.objectness_logits = boxes.new_zeros(len(boxes))
+            results.append(inst)
+        return results
+
+    def _losses(self, outputs: Dict[Tuple[str, int], _StageOutput]) -> Dict[str, torch.Tensor]:
+        """Every stage's and stream's head losses, named "<loss>_s<t>_<stream>" (summed later)."""
+        storage = get_event_storage()
+        losses = {}
+        for (stream, stage), (predictions, proposals, _) in outputs.items():
+            with storage.name_scope(_key(stream, stage)):
+                stage_losses = self.box_predictors[_key(stream, stage)].losses(
+                    predictions, proposals
+                )
+            losses.update({f"{k}_s{stage}_{stream}": v for k, v in stage_losses.items()})
+        return losses
+
+    def _inference(self, outputs: Dict[Tuple[str, int], _StageOutput]) -> List[Instances]:
+        """The union of the detections of stages 0..test_stages of both streams, per-class NMS."""
+        per_image = None
+        for (stream, stage), (predictions, proposals, x) in outputs.items():
+            predictor = self.box_predictors[_key(stream, stage)]
+            parts = zip(
+                predictor.predict_boxes(predictions, proposals),
+                predictor.predict_probs(predictions, proposals),
+                x.split([len(p) for p in proposals]),
+            )
+            if per_image is None:
+                per_image = [([], [], [], p.image_size) for p in proposals]
+            for (boxes, scores, feats, _), part in zip(per_image, parts):
+                boxes.append(part[0])
+                scores.append(part[1])
+                feats.append(part[2])
+        results = []
+        for boxes, scores, feats, image_size in per_image:
+            boxes, scores, feats = torch.cat(boxes), torch.cat(scores), torch.cat(feats)
+            # Drop non-finite rows here so that the kept indices below index `feats` exactly.
+            valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+            boxes, scores, feats = boxes[valid], scores[valid], feats[valid]
+            result, kept = fast_rcnn_inference_single_image(
+                boxes,
+                scores,
+                image_size,
+                self.test_score_thresh,
+                self.test_nms_thresh,
+                self.test_topk_per_image,
+            )
+            result.features = feats[kept]
+            results.append(result)
+        return results

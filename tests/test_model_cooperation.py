@@ -1,0 +1,112 @@
+"""The pure pieces of PCSC's cooperation: the stage schedule, proposal cooperation, g_t / f_l."""
+import pytest
+import torch
+
+from pcsc_d2.modeling.roi_heads.cooperation import (
+    CooperationStage,
+    CrossStreamMessage,
+    cooperate_proposals,
+    cooperation_schedule,
+)
+
+
+def test_schedule_is_the_papers():
+    # REFERENCE: P_1^rgb = B_0^rgb U B_0^flow, P_2^flow = B_0^flow U B_1^rgb,
+    # P_3^rgb = B_1^rgb U B_2^flow, P_4^flow = B_2^flow U B_3^rgb.
+    assert cooperation_schedule(4) == [
+        CooperationStage(1, "rgb", "flow", own_source=0, other_source=0),
+        CooperationStage(2, "flow", "rgb", own_source=0, other_source=1),
+        CooperationStage(3, "rgb", "flow", own_source=1, other_source=2),
+        CooperationStage(4, "flow", "rgb", own_source=2, other_source=3),
+    ]
+    assert cooperation_schedule(0) == []
+    assert cooperation_schedule(2) == cooperation_schedule(4)[:2]
+    with pytest.raises(ValueError):
+        cooperation_schedule(-1)
+
+
+def _boxes(rows):
+    t = torch.tensor(rows, dtype=torch.float32)
+    return t[:, :4], t[:, 4]
+
+
+# Own stream: A, B overlaps A with IoU 90/110 = 0.82 (> 0.7: suppressed), C is not confident,
+# F and G overlap with IoU 80/120 = 0.67 (< 0.7: both kept).
+_OWN = _boxes(
+    [
+        [0, 0, 10, 10, 0.9],  # A
+        [1, 0, 11, 10, 0.8],  # B
+        [50, 50, 60, 60, 0.01],  # C
+        [0, 20, 10, 30, 0.7],  # F
+        [2, 20, 12, 30, 0.5],  # G
+    ]
+)
+# Other stream: D, and E overlapping D with IoU 0.67: kept under 0.7 but suppressed by the lower
+# threshold 0.5 used for the other stream's boxes; H is not confident.
+_OTHER = _boxes([[20, 20, 30, 30, 0.9], [22, 20, 32, 30, 0.6], [70, 0, 80, 10, 0.04]])
+_KW = dict(score_thresh=0.05, nms_own=0.7, nms_other=0.5, topk=10)
+
+
+def test_proposal_cooperation_hand_made():
+    boxes = cooperate_proposals(_OWN, _OTHER, **_KW)
+    expected = torch.tensor(
+        [[0, 0, 10, 10], [0, 20, 10, 30], [2, 20, 12, 30], [20, 20, 30, 30]], dtype=torch.float32
+    )
+    assert torch.equal(boxes, expected)
+
+
+def test_proposal_cooperation_other_stream_uses_the_lower_threshold():
+    # The same boxes as the own stream's keep both F and G (0.67 < 0.7) ...
+    own_only = cooperate_proposals(_OTHER, _boxes([[0, 0, 1, 1, 0.0]]), **_KW)
+    assert len(own_only) == 2
+    # ... and one of them as the other stream's (0.67 > 0.5).
+    as_other = cooperate_proposals(_boxes([[0, 0, 1, 1, 0.0]]), _OTHER, **_KW)
+    assert torch.equal(as_other, torch.tensor([[20.0, 20, 30, 30]]))
+
+
+def test_proposal_cooperation_off_and_topk():
+    own = cooperate_proposals(_OWN, _OTHER, use_other=False, **_KW)
+    assert torch.equal(own, torch.tensor([[0.0, 0, 10, 10], [0, 20, 10, 30], [2, 20, 12, 30]]))
+    top1 = cooperate_proposals(_OWN, _OTHER, **{**_KW, "topk": 1})
+    assert torch.equal(top1, torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]))
+    empty = cooperate_proposals(_boxes([[0, 0, 5, 5, 0.0]]), _boxes([[0, 0, 5, 5, 0.0]]), **_KW)
+    assert empty.shape == (0, 4)
+
+
+def test_message_block_shapes_and_gradient():
+    torch.manual_seed(0)
+    msg = CrossStreamMessage(16, reduction=4)
+    assert msg.reduce.weight.shape == (4, 16, 1, 1) and msg.restore.weight.shape == (16, 4, 1, 1)
+    x = torch.randn(2, 16, 5, 7, requires_grad=True)
+    y = msg(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    # The small (not zero) last conv lets gradient reach the sender from the first step.
+    assert x.grad.abs().sum() > 0
+    assert msg.reduce.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        CrossStreamMessage(16, reduction=0)
+
+
+def test_actionness_head_uses_each_samples_own_classifier():
+    from pcsc_d2.modeling.actionness import PCSCActionnessHead
+
+    linear = PCSCActionnessHead(in_dim=2, num_classes=3, hidden_dim=0)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+        linear.bias.copy_(torch.tensor([0.0, -1.0, 0.5]))
+    x = torch.tensor([[3.0, 4.0], [3.0, 4.0], [3.0, 4.0]])
+    assert torch.equal(linear(x, torch.tensor([0, 1, 2])), torch.tensor([3.0, 7.0, 7.5]))
+
+    torch.manual_seed(0)
+    mlp = PCSCActionnessHead(in_dim=5, num_classes=4, hidden_dim=3)
+    feats, classes = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 1, 0])
+    before = mlp(feats, classes)
+    assert before.shape == (6,)
+    with torch.no_grad():  # class 2's classifier changes: only the sample of class 2 moves
+        mlp.hidden_weight[:, 2 * 3 : 3 * 3].add_(1.0)
+        mlp.weight[2].add_(1.0)
+    after = mlp(feats, classes)
+    assert (after != before).tolist() == [False, False, True, False, False, False]
+    with pytest.raises(ValueError):
+        mlp(feats, classes[:2])

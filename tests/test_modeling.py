@@ -1,0 +1,231 @@
+"""The PCSC detector end to end on tiny clips: backbone, training losses, inference, toggles."""
+import math
+import os
+
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone, build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+import pcsc_d2.modeling  # noqa: F401  (registers the PCSC components)
+from pcsc_d2.config import add_pcsc_config
+from pcsc_d2.modeling.roi_heads import pcsc_cascade
+
+_TINY = os.path.join(os.path.dirname(__file__), "..", "configs", "quick", "pcsc_tiny.yaml")
+H, W, K = 64, 80, 4
+
+
+def _cfg(**pcsc):
+    cfg = get_cfg()
+    add_pcsc_config(cfg)
+    cfg.merge_from_file(_TINY)
+    for k, v in pcsc.items():
+        setattr(cfg.MODEL.PCSC, k, v)
+    return cfg
+
+
+def _model(cfg, seed=0):
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def _input(with_gt=True, seed=0, size=(H, W)):
+    g = torch.Generator().manual_seed(seed)
+    inst = Instances(size)
+    if with_gt:
+        inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 40.0, 50.0]]))
+        inst.gt_classes = torch.tensor([1])
+    else:
+        inst.gt_boxes = Boxes(torch.zeros(0, 4))
+        inst.gt_classes = torch.zeros(0, dtype=torch.int64)
+    clip = lambda: torch.randint(0, 256, (3, K, *size), generator=g, dtype=torch.uint8)  # noqa
+    return {
+        "rgb": clip(),
+        "flow": clip(),
+        "instances": inst,
+        "height": 2 * size[0],
+        "width": 2 * size[1],
+        "image_id": f"Class/vid/{seed:05d}",
+    }
+
+
+def test_backbone_output_shape_matches_forward():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg)
+    x = torch.randn(1, 3, K, H, 96)
+    out = backbone({"rgb": x, "flow": x})
+    assert set(out) == {"rgb", "flow"}
+    for stream in out:
+        assert list(out[stream]) == ["p2", "p3", "p4", "p5", "p6"]
+        for name, shape in backbone.output_shape().items():
+            size = (math.ceil(H / shape.stride), math.ceil(96 / shape.stride))
+            assert out[stream][name].shape == (1, shape.channels, *size)
+    assert backbone.size_divisibility == 32
+    names = [n for n, _ in backbone.named_parameters()]
+    assert any(n.startswith("bottom_up.rgb.") for n in names)
+    assert any(n.startswith("bottom_up.flow.") for n in names)
+
+
+@pytest.mark.parametrize("message_passing", [True, False])
+def test_message_passing_sends_gradient_into_flow(message_passing):
+    cfg = _cfg(MESSAGE_PASSING=message_passing)
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg)
+    x = torch.randn(1, 3, K, H, H)
+    feats = backbone.bottom_up_features({"rgb": x, "flow": x.flip(-1)})
+    assert [f.shape for f in feats["rgb"].values()] == [f.shape for f in feats["flow"].values()]
+    # A loss on the RGB stream alone reaches the flow I3D only through f_l.
+    sum(f.sum() for f in feats["rgb"].values()).backward()
+    flow_grads = [p.grad for p in backbone.bottom_up["flow"].parameters() if p.requires_grad]
+    reached = any(g is not None and g.abs().sum() > 0 for g in flow_grads)
+    assert reached == message_passing
+    assert hasattr(backbone, "messages") == message_passing
+
+
+def test_single_stream_backbone_has_no_messages():
+    cfg = _cfg(STREAMS=["flow"], NUM_STAGES=0)
+    backbone = build_backbone(cfg)
+    assert backbone.streams == ["flow"] and not hasattr(backbone, "messages")
+    assert list(backbone.bottom_up) == ["flow"]
+
+
+@pytest.mark.parametrize("num_stages", [0, 1, 2, 3, 4])
+def test_training_losses_are_finite(num_stages):
+    cfg = _cfg(NUM_STAGES=num_stages)
+    model = _model(cfg)
+    model.train()
+    with EventStorage():
+        # The second key frame has no ground truth: every proposal is background.
+        losses = model([_input(True, 0), _input(False, 1)])
+        total = sum(losses.values())
+        total.backward()
+    expected = {f"loss_rpn_{k}_{s}" for k in ("cls", "loc") for s in ("rgb", "flow")}
+    expected |= {f"loss_{k}_s0_{s}" for k in ("cls", "box_reg") for s in ("rgb", "flow")}
+    for t in range(1, num_stages + 1):
+        stream = "rgb" if t % 2 else "flow"
+        expected |= {f"loss_cls_s{t}_{stream}", f"loss_box_reg_s{t}_{stream}"}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert len(model.roi_heads.box_heads) == 2 + num_stages
+    assert len(model.roi_heads.feature_messages) == num_stages
+
+
+def test_training_without_any_gt_is_finite():
+    model = _model(_cfg(NUM_STAGES=2))
+    with EventStorage():
+        losses = model([_input(False, 3)])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("streams", [["rgb"], ["flow"]])
+def test_single_stream_trains(streams):
+    model = _model(_cfg(STREAMS=streams, NUM_STAGES=0))
+    with EventStorage():
+        losses = model([_input(True, 0)])
+    assert set(losses) == {f"{k}_{streams[0]}" for k in ("loss_rpn_cls", "loss_rpn_loc")} | {
+        f"loss_{k}_s0_{streams[0]}" for k in ("cls", "box_reg")
+    }
+    with pytest.raises(ValueError, match="needs both streams"):
+        _model(_cfg(STREAMS=streams, NUM_STAGES=1))
+
+
+def test_inference_outputs():
+    cfg = _cfg(NUM_STAGES=4, OUTPUT_FEATURES=True)
+    cfg.MODEL.PCSC.ACTIONNESS.ENABLED = True
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    model = _model(cfg).eval()
+    inputs = [_input(True, 0), _input(False, 1, size=(H, 96))]
+    with torch.no_grad():
+        outputs = model(inputs)
+    assert len(outputs) == 2
+    for inp, out in zip(inputs, outputs):
+        inst = out["instances"]
+        assert inst.image_size == (inp["height"], inp["width"])
+        n = len(inst)
+        assert 0 < n <= cfg.TEST.DETECTIONS_PER_IMAGE
+        b = inst.pred_boxes.tensor
+        assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+        assert (b[:, 2] <= inp["width"]).all() and (b[:, 3] <= inp["height"]).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        assert inst.features.shape == (n, cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
+        assert inst.features.dtype == torch.float32
+        assert inst.actionness.shape == (n,)
+        assert ((inst.actionness >= 0) & (inst.actionness <= 1)).all()
+        assert inst.pred_classes.dtype == torch.int64
+        assert (inst.scores[:-1] >= inst.scores[1:]).all()
+    # Without the switches the outputs are the plain contract.
+    cfg.MODEL.PCSC.OUTPUT_FEATURES = False
+    cfg.MODEL.PCSC.ACTIONNESS.ENABLED = False
+    with torch.no_grad():
+        inst = _model(cfg).eval()(inputs[:1])[0]["instances"]
+    assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+
+
+def test_feature_cooperation_off_is_plain_features():
+    cfg = _cfg(NUM_STAGES=2)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    model = _model(cfg).eval()
+    off_model = _model(_cfg(FEATURE_COOPERATION=False))
+    assert not any("feature_messages" in n for n, _ in off_model.named_parameters())
+    inputs = [_input(True, 0)]
+    with torch.no_grad():
+        # A strong g_t changes the detections ...
+        for m in model.roi_heads.feature_messages.values():
+            m.restore.weight.normal_(std=1.0)
+        with_coop = model(inputs)[0]["instances"]
+        # g_t with a zero output conv adds nothing: the same as no feature cooperation.
+        for m in model.roi_heads.feature_messages.values():
+            m.restore.weight.zero_()
+        zeroed = model(inputs)[0]["instances"]
+        model.roi_heads.feature_messages = torch.nn.ModuleDict()
+        off = model(inputs)[0]["instances"]
+    assert torch.allclose(zeroed.pred_boxes.tensor, off.pred_boxes.tensor)
+    assert torch.allclose(zeroed.scores, off.scores)
+    assert not torch.allclose(with_coop.scores, off.scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("coop", [True, False])
+def test_proposal_cooperation_switch(coop, monkeypatch):
+    calls = []
+    original = pcsc_cascade.cooperate_proposals
+
+    def spy(own, other, **kwargs):
+        out = original(own, other, **kwargs)
+        calls.append((len(own[0]), len(out), kwargs["use_other"]))
+        return out
+
+    monkeypatch.setattr(pcsc_cascade, "cooperate_proposals", spy)
+    cfg = _cfg(NUM_STAGES=2, PROPOSAL_COOPERATION=coop, COOP_SCORE_THRESH=0.0, COOP_TOPK=1000)
+    model = _model(cfg).eval()
+    with torch.no_grad():
+        model([_input(True, 0)])
+    assert [c[2] for c in calls] == [coop, coop]
+    if coop:
+        assert all(n_out > n_own_cap for n_own_cap, n_out, _ in calls)
+    else:
+        assert all(n_out <= n_own for n_own, n_out, _ in calls)
+
+
+def test_overfits_one_clip():
+    # Two streams, one cooperation stage, one clip with a fixed GT box: the detector must be
+    # able to fit it. Adam makes "a few dozen iterations" enough for the RPNs too.
+    cfg = _cfg(NUM_STAGES=1)
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 30
+    model = _model(cfg)
+    inputs = [_input(True, 0)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    with EventStorage() as storage:
+        for _ in range(40):
+            loss = sum(model(inputs).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            storage.step()
+            history.append(loss.item())
+    assert all(math.isfinite(v) for v in history)
+    assert sum(history[-5:]) / 5 < 0.4 * history[0], history
