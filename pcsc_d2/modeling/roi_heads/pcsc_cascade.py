@@ -33,6 +33,23 @@ __all__ = ["PCSCCascadeROIHeads"]
 _StageOutput = Tuple[Tuple[torch.Tensor, torch.Tensor], List[Instances], torch.Tensor]
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+def _scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return _ScaleGradient.apply(x, scale) if scale != 1.0 else x
+
+
 def _key(stream: str, stage: int) -> str:
     return f"{stream}_s{stage}"
 
@@ -235,9 +252,13 @@ class PCSCCascadeROIHeads(ROIHeads):
             with get_event_storage().name_scope(key):
                 proposals = self.label_and_sample_proposals(proposals, targets)
         boxes = [p.proposal_boxes for p in proposals]
-        x = self.box_pooler(feats[stream], boxes)
+        # Every stage's head sends gradient into the same FPN maps; as in Cascade R-CNN, scale
+        # it by 1 / (number of stages) so the shared features do not get T + 1 times the step.
+        scale = 1.0 / (self.num_stages + 1)
+        x = _scale_gradient(self.box_pooler(feats[stream], boxes), scale)
         if stage > 0 and f"s{stage}" in self.feature_messages:
-            x = x + self.feature_messages[f"s{stage}"](self.box_pooler(feats[other], boxes))
+            y = _scale_gradient(self.box_pooler(feats[other], boxes), scale)
+            x = x + self.feature_messages[f"s{stage}"](y)
         x = self.box_heads[key](x)
         return self.box_predictors[key](x), proposals, x
 
