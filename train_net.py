@@ -20,12 +20,15 @@ from pcsc_d2.engine import (
     PCSCCheckpointer,
     build_pcsc_test_loader,
     build_pcsc_train_loader,
+    enable_cpu_distributed_training,
     get_pcsc_cfg,
     make_checkpointer_atomic,
 )
 from pcsc_d2.evaluation import PCSCEvaluator
 
 logger = logging.getLogger("pcsc_d2.train_net")
+# Several CPU processes (--num-gpus N with MODEL.DEVICE cpu) train with gloo.
+enable_cpu_distributed_training()
 
 
 class Trainer(DefaultTrainer):

@@ -24,6 +24,8 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Training runs skip detectron2's final evaluation: a separate --eval-only step evaluates.
+NO_EVAL = ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
 
 logger = logging.getLogger("pcsc_d2.main_job")
@@ -121,7 +123,7 @@ def main() -> None:
          lambda: evaluate_untrained(cfg_file, untrained))
     step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(
         [py, "train_net.py", "--config-file", cfg_file, "--resume", "OUTPUT_DIR", pcsc,
-         "MODEL.WEIGHTS", WEIGHTS, "TEST.EVAL_PERIOD", "0"]))
+         "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL]))
     step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
         [py, "tools/train_actionness.py", "--config-file", cfg_file, "OUTPUT_DIR", tr,
          "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))

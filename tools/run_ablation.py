@@ -19,6 +19,8 @@ from typing import Dict, List
 from pcsc_d2.evaluation.results import find_metrics, markdown_table, metrics_row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Training runs skip detectron2's final evaluation: a separate --eval-only step evaluates.
+NO_EVAL = ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
 
 # name -> overrides of the base (PCSC) config. One schedule for all.
@@ -53,7 +55,7 @@ def main() -> None:
         common = overrides + list(args.opts)
         if not os.path.isfile(os.path.join(out, "model_final.pth")):
             run([py, "train_net.py", *base, "--resume", *common, "OUTPUT_DIR", out,
-                 "MODEL.WEIGHTS", WEIGHTS, "TEST.EVAL_PERIOD", "0"])
+                 "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
         stages = range(5) if name in STAGED else [None]
         for t in stages:
             tag = name if t is None else f"{name}_stage{t}"

@@ -1,11 +1,17 @@
 """Training/evaluation glue shared by train_net.py and the tools."""
 from .checkpoint import PCSCCheckpointer, make_checkpointer_atomic
-from .defaults import build_pcsc_test_loader, build_pcsc_train_loader, get_pcsc_cfg
+from .defaults import (
+    build_pcsc_test_loader,
+    build_pcsc_train_loader,
+    enable_cpu_distributed_training,
+    get_pcsc_cfg,
+)
 
 __all__ = [
     "PCSCCheckpointer",
     "make_checkpointer_atomic",
     "build_pcsc_test_loader",
     "build_pcsc_train_loader",
+    "enable_cpu_distributed_training",
     "get_pcsc_cfg",
 ]

@@ -1,13 +1,22 @@
 """Config and data-loader builders shared by train_net.py, the tools and the demo."""
 from typing import List, Optional
 
+import detectron2.engine.defaults as d2_defaults
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import create_ddp_model
+from torch import nn
 
 from pcsc_d2.config import add_pcsc_config
 from pcsc_d2.data import PCSCClipMapper, configure_pcsc_datasets
 
-__all__ = ["get_pcsc_cfg", "build_pcsc_train_loader", "build_pcsc_test_loader"]
+__all__ = [
+    "get_pcsc_cfg",
+    "build_pcsc_train_loader",
+    "build_pcsc_test_loader",
+    "create_ddp_model_cpu_aware",
+    "enable_cpu_distributed_training",
+]
 
 
 def get_pcsc_cfg(config_file: Optional[str] = None, opts: Optional[List[str]] = None) -> CfgNode:
@@ -36,3 +45,19 @@ def build_pcsc_test_loader(cfg: CfgNode, dataset_name: str):
     return build_detection_test_loader(
         cfg, dataset_name, mapper=PCSCClipMapper(cfg, is_train=False)
     )
+
+
+def create_ddp_model_cpu_aware(model: nn.Module, **kwargs) -> nn.Module:
+    """detectron2's create_ddp_model, valid for CPU models too.
+
+    detectron2 always passes ``device_ids=[local_rank]``, which DistributedDataParallel
+    rejects for a CPU module; CPU processes (gloo) need ``device_ids=None``.
+    """
+    if next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
+def enable_cpu_distributed_training() -> None:
+    """Make DefaultTrainer wrap CPU models correctly when several processes train (gloo)."""
+    d2_defaults.create_ddp_model = create_ddp_model_cpu_aware
