@@ -59,7 +59,10 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
     import cv2
 
     from pcsc_d2.data import load_annotations
+    from pcsc_d2.evaluation.results import find_results_dir
     from pcsc_d2.utils.visualize import draw_boxes, tube_boxes_by_frame, write_video
+
+    eval_dir = find_results_dir(eval_dir)
 
     tubes_file = os.path.join(eval_dir, "pcsc_tubes_refined.json")
     if not os.path.isfile(tubes_file):

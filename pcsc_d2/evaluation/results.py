@@ -3,7 +3,7 @@ import json
 import os
 from typing import Dict, Sequence, Tuple
 
-__all__ = ["MAIN_METRICS", "find_metrics", "markdown_table", "metrics_row"]
+__all__ = ["MAIN_METRICS", "find_metrics", "find_results_dir", "markdown_table", "metrics_row"]
 
 # The figures every report shows, in this order (percent).
 MAIN_METRICS = [
@@ -15,13 +15,18 @@ MAIN_METRICS = [
 ]
 
 
-def find_metrics(folder: str) -> Dict:
-    """Load the ``pcsc_metrics.json`` found under ``folder`` (searched recursively)."""
+def find_results_dir(folder: str) -> str:
+    """The folder under ``folder`` (searched recursively) where PCSCEvaluator wrote its files."""
     for dirpath, _, files in sorted(os.walk(folder)):
         if "pcsc_metrics.json" in files:
-            with open(os.path.join(dirpath, "pcsc_metrics.json")) as f:
-                return json.load(f)
+            return dirpath
     raise FileNotFoundError(f"no pcsc_metrics.json under {folder}")
+
+
+def find_metrics(folder: str) -> Dict:
+    """Load the ``pcsc_metrics.json`` found under ``folder`` (searched recursively)."""
+    with open(os.path.join(find_results_dir(folder), "pcsc_metrics.json")) as f:
+        return json.load(f)
 
 
 def metrics_row(metrics: Dict, tr: bool = False) -> Dict[str, float]:
