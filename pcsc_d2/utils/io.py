@@ -6,7 +6,14 @@ import pickle
 import tempfile
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_save_json", "atomic_save_pickle"]
+__all__ = ["atomic_open", "atomic_save_json", "atomic_save_pickle", "give_default_permissions"]
+
+
+def give_default_permissions(path: str) -> None:
+    """mkstemp creates 0600 files; give ``path`` the permissions open() would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 @contextlib.contextmanager
@@ -30,10 +37,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .io import atomic_open
+from .io import atomic_open, give_default_permissions
 
 __all__ = ["draw_boxes", "tube_boxes_by_frame", "write_video"]
 
@@ -112,6 +112,7 @@ def write_video(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> N
                 writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     else:
         raise ValueError(f"write_video({path!r}): unsupported extension {ext!r} (gif, mp4, avi)")
