@@ -36,6 +36,22 @@ def read_frames(paths: List[str]) -> np.ndarray:
     return clip[..., ::-1]  # BGR -> RGB
 
 
+def _apply_to_clip(transforms: T.TransformList, clip: np.ndarray) -> np.ndarray:
+    """Apply one sampled transform to every frame of a (K, H, W, 3) clip.
+
+    A resize to the size the clip already has is skipped (the field's 320x240 frames at the
+    default 240 px test size), and flips act on the whole clip at once.
+    """
+    for t in transforms.transforms:
+        if isinstance(t, T.ResizeTransform) and (t.h, t.w) == (t.new_h, t.new_w):
+            continue
+        if isinstance(t, (T.HFlipTransform, T.NoOpTransform)):
+            clip = t.apply_image(clip)
+        else:
+            clip = np.stack([t.apply_image(f) for f in clip])
+    return np.ascontiguousarray(clip)
+
+
 class PCSCClipMapper:
     """Map a key-frame dataset dict to the model's input.
 
@@ -90,8 +106,7 @@ class PCSCClipMapper:
             raise ValueError(f"{d['image_id']}: RGB frames {rgb.shape} and flow {flow.shape} differ")
         aug_input = T.AugInput(rgb[self.num_frames // 2])
         transforms = self.augmentations(aug_input)
-        rgb = np.stack([transforms.apply_image(f) for f in rgb])
-        flow = np.stack([transforms.apply_image(f) for f in flow])
+        rgb, flow = _apply_to_clip(transforms, rgb), _apply_to_clip(transforms, flow)
         if any(isinstance(t, T.HFlipTransform) for t in transforms.transforms):
             flow[..., 0] = 255 - flow[..., 0]
         h, w = rgb.shape[1:3]
