@@ -65,8 +65,8 @@ def test_extraction_writes_one_file_per_frame_and_resumes(tmp_path):
     x = decode_flow(cv2.imread(os.path.join(out, "00002.jpg"))[..., ::-1])[..., 0]
     assert abs(np.median(x) + 1) < 0.3
     # The last image repeats the flow of the pair before it.
-    assert np.array_equal(cv2.imread(os.path.join(out, "00005.jpg")),
-                          cv2.imread(os.path.join(out, "00004.jpg")))
+    last, before = (cv2.imread(os.path.join(out, f"0000{i}.jpg")) for i in (5, 4))
+    assert np.array_equal(last, before)
     mtimes = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in names}
     assert extract_flow_frames(list_frames(frames_dir), out, "dis") == 0
     assert {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in names} == mtimes
@@ -76,6 +76,13 @@ def test_extraction_writes_one_file_per_frame_and_resumes(tmp_path):
     for n in names:
         if n != "00003.jpg":
             assert os.stat(os.path.join(out, n)).st_mtime_ns == mtimes[n]
+
+
+def test_single_frame_gets_a_zero_flow_image(tmp_path):
+    _write_frames(str(tmp_path / "one"), 1)
+    assert extract_flow_frames(list_frames(str(tmp_path / "one")), str(tmp_path / "f"), "dis") == 1
+    img = cv2.imread(str(tmp_path / "f" / "00001.jpg"))
+    assert img.shape == (90, 120, 3) and np.abs(img.astype(int) - 128).max() <= 1
 
 
 def test_recursive_root_and_video_file(tmp_path):
@@ -92,7 +99,8 @@ def test_recursive_root_and_video_file(tmp_path):
     for i in range(6):
         writer.write(np.repeat(tex[10:100, 10 + i:130 + i, None], 3, axis=2))
     writer.release()
-    assert run_extraction(video, str(tmp_path / "vflow"), "dis", rgb_out=str(tmp_path / "vrgb")) == 6
+    vrgb = str(tmp_path / "vrgb")
+    assert run_extraction(video, str(tmp_path / "vflow"), "dis", rgb_out=vrgb) == 6
     assert len(os.listdir(tmp_path / "vrgb")) == 6
 
 

@@ -5,7 +5,13 @@ import os
 import numpy as np
 
 from pcsc_d2.data import load_annotations
-from pcsc_d2.data.synthetic import CLASSES, SyntheticConfig, _plan_actor, generate_synthetic_dataset
+from pcsc_d2.data.synthetic import (
+    CLASSES,
+    SyntheticConfig,
+    _draw_actor,
+    _plan_actor,
+    generate_synthetic_dataset,
+)
 
 TINY = SyntheticConfig(num_train=2, num_test=1, min_frames=20, max_frames=24)
 
@@ -35,7 +41,12 @@ def test_layout_and_gt_are_valid(tmp_path):
         # Untrimmed: every tube starts after the first frame and ends before the last.
         for tubes in gt["gttubes"][video].values():
             for t in tubes:
+                assert t.dtype == np.float32 and t.shape[1] == 5
                 assert t[0, 0] > 1 and t[-1, 0] <= n
+                # Inclusive pixel boxes inside the image, of an actor's size.
+                assert (t[:, 1:3] >= 0).all() and (t[:, 1] < t[:, 3]).all()
+                assert (t[:, 3] <= TINY.width - 1).all() and (t[:, 4] <= TINY.height - 1).all()
+                assert ((t[:, 4] - t[:, 2] + 1) >= 20).all()
                 assert np.all(np.diff(t[:, 0]) == 1)
     assert stats["train"]["videos"] == 2 and 0 < stats["train"]["action_frame_fraction"] < 1
 
@@ -58,3 +69,18 @@ def test_actor_is_still_outside_its_tube_and_moves_inside():
         assert np.abs(np.diff(c[s:e + 1], axis=0)).sum() > 5  # it moves during the action
         # The whole motion stays inside the frame.
         assert c[:, 0].min() - actor["w"] / 2 >= 0 and c[:, 0].max() + actor["w"] / 2 <= 160
+
+
+def test_box_is_the_drawn_figure():
+    actor = {"w": 17.0, "h": 40.0, "color": np.array([200.0, 90.0, 60.0]), "tex_seed": 1}
+    img = np.zeros((120, 160, 3), np.float32)
+    box = _draw_actor(img, actor, np.array([70.3, 50.6]))
+    ys, xs = np.nonzero(img.sum(-1) > 0)
+    assert box == [xs.min(), ys.min(), xs.max(), ys.max()]
+    # The figure fills the planned (w, h) box centred on the actor.
+    assert np.allclose(box, [70.3 - 8.5, 50.6 - 20, 70.3 + 8.5, 50.6 + 20], atol=1.5)
+    # Clipped by the image border: the box stays inside, tight to what is visible.
+    img = np.zeros((120, 160, 3), np.float32)
+    box = _draw_actor(img, actor, np.array([3.0, 115.0]))
+    assert box[0] == 0 and box[3] == 119 and box[2] < 13
+    assert _draw_actor(np.zeros((120, 160, 3), np.float32), actor, np.array([-50.0, 60.0])) is None

@@ -14,10 +14,12 @@ Command line (a video file, a folder of frames, or with --recursive a root of
 Finished flow files are skipped, so an interrupted run resumes; each file is written atomically.
 """
 import argparse
+import contextlib
 import logging
+import multiprocessing as mp
 import os
-from multiprocessing import Pool
-from typing import List, Optional, Tuple
+from multiprocessing.pool import Pool
+from typing import Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -34,6 +36,8 @@ __all__ = [
     "extract_flow_video",
     "list_frames",
     "make_flow_estimator",
+    "run_extraction",
+    "worker_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,9 +68,20 @@ def make_flow_estimator(method: str):
     raise ValueError(f"unknown flow method {method!r}: use 'tvl1' or 'dis'")
 
 
-def compute_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray, method: str = "tvl1",
-                 estimator=None) -> np.ndarray:
-    """Flow from ``prev_rgb`` to ``next_rgb`` ((H, W, 3) uint8) as (H, W, 2) float32 pixels."""
+def compute_flow(
+    prev_rgb: np.ndarray, next_rgb: np.ndarray, method: str = "tvl1", estimator=None
+) -> np.ndarray:
+    """Flow from ``prev_rgb`` to ``next_rgb``.
+
+    Args:
+        prev_rgb, next_rgb: (H, W, 3) uint8 RGB frames (converted to grayscale).
+        method: "tvl1" or "dis"; ignored when ``estimator`` is given.
+        estimator: a reusable estimator from :func:`make_flow_estimator` (building a TV-L1
+            object per pair is wasteful over a video).
+
+    Returns:
+        (H, W, 2) float32 flow in pixels (x, y).
+    """
     estimator = estimator or make_flow_estimator(method)
     prev = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
     nxt = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
@@ -91,8 +106,8 @@ def _read_rgb(path: str) -> np.ndarray:
 
 
 def _write_jpeg(path: str, rgb: np.ndarray, quality: int = 95) -> None:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise IOError(f"cannot encode {path}")
     with atomic_open(path, "wb") as f:
@@ -123,8 +138,10 @@ def extract_flow_frames(frames: List[str], out_dir: str, method: str = "tvl1") -
     cache = {}
 
     def frame(i: int) -> np.ndarray:
+        # Consecutive pairs share a frame: keep the last few decoded instead of reading twice.
         if i not in cache:
-            cache.clear() if len(cache) > 4 else None
+            if len(cache) > 4:
+                cache.clear()
             cache[i] = _read_rgb(frames[i - 1])
         return cache[i]
 
@@ -139,9 +156,21 @@ def extract_flow_frames(frames: List[str], out_dir: str, method: str = "tvl1") -
     return len(todo)
 
 
-def extract_flow_video(video: str, out_dir: str, method: str = "tvl1",
-                       rgb_dir: Optional[str] = None) -> int:
-    """Flow JPEGs of a video file (and, with ``rgb_dir``, its frames as 00001.jpg ...)."""
+def extract_flow_video(
+    video: str, out_dir: str, method: str = "tvl1", rgb_dir: Optional[str] = None
+) -> int:
+    """Decode a video file into frames 00001.jpg ... then write their flow JPEGs.
+
+    Args:
+        video: a file cv2.VideoCapture can read.
+        out_dir: receives the flow JPEGs.
+        method: "tvl1" or "dis".
+        rgb_dir: where the decoded frames go (rgb-images style); ``out_dir/_frames`` if None.
+            Frames already there are not rewritten.
+
+    Returns:
+        the number of flow files written.
+    """
     cap = cv2.VideoCapture(video)
     if not cap.isOpened():
         raise IOError(f"cannot open video {video}")
@@ -161,9 +190,24 @@ def extract_flow_video(video: str, out_dir: str, method: str = "tvl1",
     return extract_flow_frames(list_frames(rgb_dir), out_dir, method)
 
 
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[Pool]:
+    """A fork Pool whose workers run OpenCV single-threaded (one process per core already).
+
+    OpenCV's thread pool must be shrunk in the parent, before the fork: a forked child that
+    reconfigures the pool it inherited waits forever on the parent's (absent) threads.
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            yield pool
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def _job(args: Tuple[str, str, str, Optional[str]]) -> int:
     source, out_dir, method, rgb_dir = args
-    cv2.setNumThreads(1)  # one process per core already
     if os.path.isfile(source):
         return extract_flow_video(source, out_dir, method, rgb_dir)
     return extract_flow_frames(list_frames(source), out_dir, method)
@@ -196,18 +240,36 @@ def _jobs(input_path: str, output: str, recursive: bool, method: str, rgb_out: O
     return jobs
 
 
-def run_extraction(input_path: str, output: str, method: str = "tvl1", workers: int = 1,
-                   recursive: bool = False, rgb_out: Optional[str] = None) -> int:
-    """Extract flow for one input or a dataset root; returns the number of files written."""
+def run_extraction(
+    input_path: str,
+    output: str,
+    method: str = "tvl1",
+    workers: int = 1,
+    recursive: bool = False,
+    rgb_out: Optional[str] = None,
+) -> int:
+    """Extract flow for a video file, a frame folder or (``recursive``) a dataset root.
+
+    Args:
+        input_path: the video file, frame folder or root of <Class>/<video> folders or videos.
+        output: flow root; mirrors ``input_path``'s <Class>/<video> layout when recursive.
+        method: "tvl1" or "dis".
+        workers: processes, one video each.
+        recursive: treat ``input_path`` as a dataset root.
+        rgb_out: for video inputs, where their decoded frames go.
+
+    Returns:
+        the number of flow files written (0 when everything already existed).
+    """
     jobs = _jobs(input_path, output, recursive, method, rgb_out)
     written = 0
     if workers <= 1 or len(jobs) == 1:
         for job in tqdm.tqdm(jobs, desc=f"flow ({method})", disable=len(jobs) == 1):
             written += _job(job)
     else:
-        with Pool(workers) as pool:
-            for n in tqdm.tqdm(pool.imap_unordered(_job, jobs), total=len(jobs),
-                               desc=f"flow ({method})"):
+        with worker_pool(workers) as pool:
+            results = pool.imap_unordered(_job, jobs)
+            for n in tqdm.tqdm(results, total=len(jobs), desc=f"flow ({method})"):
                 written += n
     logger.info("Flow: %d files written for %d inputs into %s", written, len(jobs), output)
     return written
@@ -219,15 +281,20 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="flow folder (mirrors --input)")
     parser.add_argument("--method", default="tvl1", choices=["tvl1", "dis"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--recursive", action="store_true",
-                        help="--input is a root of <Class>/<video>/ frame folders or videos")
-    parser.add_argument("--rgb-output", default=None,
-                        help="for video inputs: where to write the decoded frames")
+    parser.add_argument(
+        "--recursive",
+        action="store_true",
+        help="--input is a root of <Class>/<video>/ frame folders or videos",
+    )
+    parser.add_argument(
+        "--rgb-output", default=None, help="for video inputs: where to write the decoded frames"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     try:
-        run_extraction(args.input, args.output, args.method, args.workers, args.recursive,
-                       args.rgb_output)
+        run_extraction(
+            args.input, args.output, args.method, args.workers, args.recursive, args.rgb_output
+        )
     except IOError as e:
         parser.exit(2, f"error: {e}\n")
 

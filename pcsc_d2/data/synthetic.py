@@ -27,8 +27,7 @@ import logging
 import math
 import os
 import time
-from multiprocessing import Pool
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -37,7 +36,7 @@ from tabulate import tabulate
 
 from pcsc_d2.utils.io import atomic_open, atomic_save_pickle
 
-from .flow import extract_flow_frames, list_frames
+from .flow import extract_flow_frames, list_frames, worker_pool
 
 __all__ = ["CLASSES", "SyntheticConfig", "generate_synthetic_dataset"]
 
@@ -87,8 +86,11 @@ def _plan_actor(rng, label: int, n: int, cfg: SyntheticConfig, slot: Tuple[float
     w = h * float(rng.uniform(0.4, 0.55))
     length = int(rng.integers(max(12, n // 3), max(13, int(n * 0.6))))
     start = int(rng.integers(3, max(4, n - length - 3)))
-    p = {"speed": float(rng.uniform(1.2, 2.2)), "amp": float(rng.uniform(0.4, 0.7) * h),
-         "period": float(rng.uniform(8, 14))}
+    p = {
+        "speed": float(rng.uniform(1.2, 2.2)),
+        "amp": float(rng.uniform(0.4, 0.7) * h),
+        "period": float(rng.uniform(8, 14)),
+    }
     t = np.clip(np.arange(n) - start, 0, length - 1).astype(np.float32)
     disp = _displacement(label, t, p)
     # Keep the whole motion inside the frame: pick the rest position from what fits.
@@ -108,31 +110,41 @@ def _texture(rng, h: int, w: int, scale: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
 
 
-def _draw_actor(img: np.ndarray, actor: Dict, center: np.ndarray) -> None:
-    """A textured figure (body ellipse + head circle) of the actor's colour, in place."""
+def _draw_actor(img: np.ndarray, actor: Dict, center: np.ndarray) -> Optional[List[float]]:
+    """Draw a textured figure (body ellipse + head) of the actor's colour in place.
+
+    The figure fills the actor's (w, h) box: the body spans [cy - 0.26 h, cy + 0.5 h] and the
+    head (radius 0.14 h) reaches cy - 0.5 h.
+
+    Returns:
+        the tight box [x1, y1, x2, y2] (inclusive pixels) of the drawn figure, None when it lies
+        entirely outside the image. It is taken from the drawn pixels, so it is exact even where
+        the figure is clipped by the image border.
+    """
     w, h = actor["w"], actor["h"]
     cx, cy = float(center[0]), float(center[1])
     mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.ellipse(mask, (int(round(cx * 4)), int(round((cy + 0.12 * h) * 4))),
-                (int(w * 2), int(h * 0.76 * 2)), 0, 0, 360, 255, -1, shift=2)
-    cv2.circle(mask, (int(round(cx * 4)), int(round((cy - 0.36 * h) * 4))), int(w * 0.55 * 4),
-               255, -1, shift=2)
+    # Coordinates in 1/4 pixels (shift=2) so that sub-pixel motion shows in the rendering.
+    body = (int(round(cx * 4)), int(round((cy + 0.12 * h) * 4)))
+    cv2.ellipse(mask, body, (int(w * 2), int(h * 0.76 * 2)), 0, 0, 360, 255, -1, shift=2)
+    head = (int(round(cx * 4)), int(round((cy - 0.36 * h) * 4)))
+    cv2.circle(mask, head, int(h * 0.14 * 4), 255, -1, shift=2)
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return
+        return None
     tex_rng = np.random.default_rng(actor["tex_seed"])
     tex = _texture(tex_rng, 64, 64, 6)
     u = ((xs - cx + w) / (2 * w) * 63).clip(0, 63).astype(int)
     v = ((ys - cy + h) / (2 * h) * 63).clip(0, 63).astype(int)
     shade = 0.6 + 0.6 * tex[v, u][:, None]
     img[ys, xs] = np.clip(actor["color"][None] * shade, 0, 255)
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
 
 
 def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
     """Render one video's RGB frames and return its GT (boxes in inclusive pixels)."""
     seed, index, out, cfg = args
     rng = np.random.default_rng([seed, index])
-    cv2.setNumThreads(1)
     n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
     num_actors = 2 if rng.random() < 0.3 else 1
     labels = [int(rng.integers(len(CLASSES))) for _ in range(num_actors)]
@@ -147,14 +159,21 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
     background = (bg_rgb * (0.8 + 0.4 * fine)).astype(np.float32)
     drift = rng.uniform(-0.6, 0.6, 2)
     distractors = [
-        {"pos": rng.uniform([0, 0], [W, H]), "vel": rng.uniform(-2.2, 2.2, 2),
-         "size": float(rng.uniform(8, 18)), "color": rng.uniform(0, 255, 3)}
+        {
+            "pos": rng.uniform([0, 0], [W, H]),
+            "vel": rng.uniform(-2.2, 2.2, 2),
+            "size": float(rng.uniform(8, 18)),
+            "color": rng.uniform(0, 255, 3),
+        }
         for _ in range(int(rng.integers(1, 4)))
     ]
     pole = None
     if rng.random() < 0.35:
-        pole = {"x": float(rng.uniform(-10, W)), "vx": float(rng.uniform(-1.5, 1.5)),
-                "w": float(rng.uniform(5, 10))}
+        pole = {
+            "x": float(rng.uniform(-10, W)),
+            "vx": float(rng.uniform(-1.5, 1.5)),
+            "w": float(rng.uniform(5, 10)),
+        }
     tubes: Dict[int, List[np.ndarray]] = {}
     rows = [[] for _ in actors]
     for f in range(n):
@@ -166,22 +185,23 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
             px, py = (d["pos"] + d["vel"] * f) % [W + 20, H + 20] - 10 + jitter
             s = d["size"]
             pts = np.array([[px, py - s], [px + s, py + s * 0.7], [px - s, py + s * 0.7]])
-            cv2.fillPoly(frame, [np.round(pts * 4).astype(np.int32)], d["color"].tolist(),
-                         shift=2)
+            poly = np.round(pts * 4).astype(np.int32)
+            cv2.fillPoly(frame, [poly], d["color"].tolist(), shift=2)
         for a, actor in enumerate(actors):
             center = actor["centers"][f] + jitter
-            _draw_actor(frame, actor, center)
-            if actor["start"] <= f <= actor["end"]:
-                x1, y1 = center[0] - actor["w"] / 2, center[1] - actor["h"] / 2
-                x2, y2 = center[0] + actor["w"] / 2, center[1] + actor["h"] / 2
-                box = np.clip(np.round([x1, y1, x2, y2]), 0, [W - 1, H - 1, W - 1, H - 1])
+            box = _draw_actor(frame, actor, center)
+            # The box is the whole figure even where the pole hides part of it (as annotators
+            # box occluded people); only the action frames are annotated.
+            if actor["start"] <= f <= actor["end"] and box is not None:
                 rows[a].append([f + 1, *box])
         if pole is not None:
             x = int(pole["x"] + pole["vx"] * f)
             frame[:, max(0, x): max(0, x + int(pole["w"]))] = (90, 70, 50)
         frame = np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+        if not ok:
+            raise IOError(f"cannot encode frame {f + 1} of {video}")
         with atomic_open(os.path.join(out, "rgb-images", video, f"{f + 1:05d}.jpg"), "wb") as fh:
             fh.write(buf.tobytes())
     for actor, r in zip(actors, rows):
@@ -191,16 +211,34 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
     return {"video": video, "nframes": n, "tubes": tubes}
 
 
-def generate_synthetic_dataset(out: str, seed: int = 0, cfg: SyntheticConfig = None,
-                               workers: int = 2) -> Dict:
-    """Render the dataset into ``out`` and return its statistics (see module docstring)."""
+def generate_synthetic_dataset(
+    out: str,
+    seed: int = 0,
+    scale: Optional[int] = None,
+    cfg: Optional[SyntheticConfig] = None,
+    workers: int = 2,
+) -> Dict:
+    """Render the dataset into ``out`` (UCF layout) and return its statistics.
+
+    Args:
+        out: dataset root; receives rgb-images/, brox-images/ and synthetic-GT.pkl.
+        seed: everything is drawn from it (video i uses ``default_rng([seed, i])``).
+        scale: multiplies the number of videos (overrides ``cfg.scale`` when given).
+        cfg: sizes and flow method; :class:`SyntheticConfig` defaults when None.
+        workers: processes rendering videos (the output does not depend on it).
+
+    Returns:
+        :func:`dataset_statistics` of the GT plus "seconds", the generation time.
+    """
     cfg = cfg or SyntheticConfig()
+    if scale is not None:
+        cfg = dataclasses.replace(cfg, scale=scale)
     start = time.time()
     num_train, num_test = cfg.num_train * cfg.scale, cfg.num_test * cfg.scale
     jobs = [(seed, i, out, cfg) for i in range(num_train + num_test)]
-    with Pool(workers) as pool:
-        results = list(tqdm.tqdm(pool.imap(_render_video, jobs), total=len(jobs),
-                                 desc="synthetic videos"))
+    with worker_pool(workers) as pool:
+        rendered = pool.imap(_render_video, jobs)
+        results = list(tqdm.tqdm(rendered, total=len(jobs), desc="synthetic videos"))
     gt = {
         "labels": list(CLASSES),
         "gttubes": {r["video"]: r["tubes"] for r in results},
@@ -212,6 +250,8 @@ def generate_synthetic_dataset(out: str, seed: int = 0, cfg: SyntheticConfig = N
     atomic_save_pickle(gt, os.path.join(out, GT_FILE), protocol=2)
     stats = dataset_statistics(gt)
     stats["seconds"] = round(time.time() - start, 1)
+    split_stats = {k: stats[k] for k in ("train", "test")}
+    logger.info("Synthetic dataset in %s (%.1f s): %s", out, stats["seconds"], split_stats)
     return stats
 
 
@@ -227,15 +267,17 @@ def dataset_statistics(gt: Dict) -> Dict:
         )
         frames = sum(gt["nframes"][v] for v in videos)
         all_rows = np.concatenate(boxes) if boxes else np.zeros((0, 5))
+        # Inclusive pixel boxes: width = x2 - x1 + 1.
+        sizes = all_rows[:, 3:5] - all_rows[:, 1:3] + 1
         stats[split] = {
             "videos": len(videos),
             "frames": frames,
             "tubes_per_class": [
-                sum(len(gt["gttubes"][v].get(c, [])) for v in videos) for c in range(len(gt["labels"]))
+                sum(len(gt["gttubes"][v].get(c, [])) for v in videos)
+                for c in range(len(gt["labels"]))
             ],
             "boxes": len(all_rows),
-            "mean_box_wh": [round(float(np.mean(all_rows[:, 3] - all_rows[:, 1] + 1)), 1),
-                            round(float(np.mean(all_rows[:, 4] - all_rows[:, 2] + 1)), 1)],
+            "mean_box_wh": [round(float(x), 1) for x in sizes.mean(0)] if len(sizes) else [0, 0],
             "action_frame_fraction": round(action_frames / max(frames, 1), 3),
         }
     return stats
@@ -250,15 +292,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    cfg = SyntheticConfig(scale=args.scale, flow_method=args.flow)
-    stats = generate_synthetic_dataset(args.out, args.seed, cfg, args.workers)
-    rows = [[s, stats[s]["videos"], stats[s]["frames"], stats[s]["boxes"],
-             " ".join(map(str, stats[s]["tubes_per_class"])), stats[s]["mean_box_wh"],
-             stats[s]["action_frame_fraction"]] for s in ("train", "test")]
-    table = tabulate(rows, headers=["split", "videos", "frames", "GT boxes",
-                                    "tubes per class " + "/".join(CLASSES), "mean box w,h",
-                                    "action frames"])
-    logger.info("Synthetic dataset in %s (%.1f s):\n%s", args.out, stats["seconds"], table)
+    cfg = SyntheticConfig(flow_method=args.flow)
+    stats = generate_synthetic_dataset(args.out, args.seed, args.scale, cfg, args.workers)
+    rows = [
+        [
+            split,
+            stats[split]["videos"],
+            stats[split]["frames"],
+            stats[split]["boxes"],
+            " ".join(map(str, stats[split]["tubes_per_class"])),
+            stats[split]["mean_box_wh"],
+            stats[split]["action_frame_fraction"],
+        ]
+        for split in ("train", "test")
+    ]
+    headers = ["split", "videos", "frames", "GT boxes", "tubes per class", "mean box w,h"]
+    headers.append("action frames")
+    print(f"Synthetic dataset in {args.out} ({stats['seconds']:.1f} s)")
+    print(tabulate(rows, headers=headers))
+    print("classes: " + ", ".join(CLASSES))
 
 
 if __name__ == "__main__":
