@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from pcsc_d2.modeling.backbone.i3d import I3D, FrozenBatchNorm3d, tf_same_padding
-from pcsc_d2.modeling.backbone.i3d_weights import (
-    _ArrayUnpickler,
-    load_kinetics_i3d_state_dict,
-)
+from pcsc_d2.modeling.backbone.i3d_weights import load_kinetics_i3d_state_dict
+from pcsc_d2.utils.safe_pickle import SafeUnpickler
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "i3d_golden.json")
 
@@ -93,8 +91,8 @@ class _WritesAFile:
 def test_weight_unpickler_refuses_other_globals(tmp_path):
     target = tmp_path / "pwned.txt"
     payload = pickle.dumps({"params": _WritesAFile(str(target))}, protocol=2)
-    with pytest.raises(pickle.UnpicklingError, match=r"evil\.ckpt: refusing global '(io|builtins)\.open'"):
-        _ArrayUnpickler(io.BytesIO(payload), "evil.ckpt").load()
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.ckpt: refusing to unpickle global '(io|builtins)\.open'"):
+        SafeUnpickler(io.BytesIO(payload), filename="evil.ckpt").load()
     assert not target.exists()
 
 

