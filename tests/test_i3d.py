@@ -3,16 +3,33 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+
 from pcsc_d2.modeling.backbone.i3d import I3D, FrozenBatchNorm3d, tf_same_padding
-from pcsc_d2.modeling.backbone.i3d_weights import load_kinetics_i3d_state_dict
+from pcsc_d2.modeling.backbone.i3d_weights import (
+    convert_kinetics_checkpoint,
+    kinetics_logits,
+    load_kinetics_i3d_state_dict,
+    read_kinetics_checkpoint,
+)
 from pcsc_d2.utils.safe_pickle import SafeUnpickler
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "i3d_golden.json")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def kinetics_raw():
+    """The installed checkpoint, flattened (read once: ~0.5 s)."""
+    return read_kinetics_checkpoint()
 
 
 @pytest.mark.parametrize(
@@ -50,7 +67,10 @@ def test_stops_after_last_requested_endpoint():
     assert set(model(torch.zeros(1, 3, 4, 32, 32))) == {"Mixed_3c"}
 
 
-@pytest.mark.parametrize("freeze_at,last_frozen", [(0, None), (3, "Conv3d_2c_3x3"), (5, "Mixed_4f")])
+@pytest.mark.parametrize(
+    "freeze_at,last_frozen",
+    [(0, None), (1, "Conv3d_1a_7x7"), (3, "Conv3d_2c_3x3"), (5, "Mixed_4f")],
+)
 def test_freeze_at(freeze_at, last_frozen):
     model = I3D(freeze_at=freeze_at, norm="BN")
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
@@ -65,6 +85,30 @@ def test_freeze_at(freeze_at, last_frozen):
     for n in trainable:
         assert order.index(n.split(".")[0]) > cut
     assert any(n.startswith(last_frozen + ".") for n in frozen)
+
+
+def test_freeze_turns_bn_of_frozen_units_frozen():
+    torch.manual_seed(0)
+    model = I3D(out_features=["Mixed_3b"], freeze_at=3, norm="BN").train()
+    assert isinstance(model.Conv3d_2c_3x3.bn, FrozenBatchNorm3d)
+    assert isinstance(model.Mixed_3b.Branch_0.Conv3d_0a_1x1.bn, nn.BatchNorm3d)
+    before = model.Conv3d_1a_7x7.bn.running_mean.clone()
+    model(torch.randn(2, 3, 4, 32, 32))
+    assert torch.equal(model.Conv3d_1a_7x7.bn.running_mean, before)  # frozen: stats kept
+    assert not torch.equal(model.Mixed_3b.Branch_0.Conv3d_0a_1x1.bn.running_mean, torch.zeros(64))
+
+
+def test_convert_frozen_batchnorm_keeps_the_eval_output():
+    torch.manual_seed(0)
+    unit = nn.Sequential(nn.Conv3d(2, 3, 1), nn.BatchNorm3d(3, eps=1e-3))
+    unit[1].running_mean.uniform_(-1, 1)
+    unit[1].running_var.uniform_(0.5, 2)
+    unit[1].bias.data.uniform_(-1, 1)
+    x = torch.randn(1, 2, 2, 4, 4)
+    expected = unit.eval()(x)
+    converted = FrozenBatchNorm3d.convert_frozen_batchnorm(unit)
+    assert isinstance(converted[1], FrozenBatchNorm3d)
+    assert torch.allclose(converted(x), expected, atol=1e-6)
 
 
 def test_frozen_bn_is_the_affine_map_of_eval_bn():
@@ -91,7 +135,8 @@ class _WritesAFile:
 def test_weight_unpickler_refuses_other_globals(tmp_path):
     target = tmp_path / "pwned.txt"
     payload = pickle.dumps({"params": _WritesAFile(str(target))}, protocol=2)
-    with pytest.raises(pickle.UnpicklingError, match=r"evil\.ckpt: refusing to unpickle global '(io|builtins)\.open'"):
+    refused = r"evil\.ckpt: refusing to unpickle global '(io|builtins)\.open'"
+    with pytest.raises(pickle.UnpicklingError, match=refused):
         SafeUnpickler(io.BytesIO(payload), filename="evil.ckpt").load()
     assert not target.exists()
 
@@ -101,6 +146,80 @@ def test_sha256_mismatch_is_reported(tmp_path):
     fake.write_bytes(pickle.dumps({"params": {}, "batch_stats": {}}))
     with pytest.raises(ValueError, match="sha256"):
         load_kinetics_i3d_state_dict(str(fake))
+
+
+def _mutated(raw, params=None, drop=None):
+    out = {"params": dict(raw["params"]), "batch_stats": dict(raw["batch_stats"])}
+    out["params"].update(params or {})
+    if drop:
+        del out["params"][drop]
+    return out
+
+
+def test_mapping_covers_every_unit(kinetics_raw):
+    state = convert_kinetics_checkpoint(kinetics_raw, "k.ckpt", with_logits=True)
+    assert sum(k.endswith(".conv.weight") for k in state) == 57
+    assert state["Conv3d_1a_7x7.conv.weight"].shape == (64, 3, 7, 7, 7)
+    # (kT, kH, kW, Cin, Cout) -> (Cout, Cin, kT, kH, kW): one element followed by hand.
+    kernel = kinetics_raw["params"]["Mixed_4b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel"]
+    weight = state["Mixed_4b.Branch_1.Conv3d_0b_3x3.conv.weight"]
+    assert weight[5, 7, 0, 1, 2] == kernel[0, 1, 2, 7, 5]
+    assert torch.equal(state["Mixed_5c.Branch_0.Conv3d_0a_1x1.bn.weight"], torch.ones(384))
+    assert state["Logits.weight"].shape == (400, 1024, 1, 1, 1)
+    assert not any(k.startswith("Logits") for k in convert_kinetics_checkpoint(kinetics_raw))
+
+
+@pytest.mark.parametrize(
+    "params,drop,message",
+    [
+        ({"Mixed_4c/Branch_0/Conv3d_0a_1x1/Conv_0/kernel": np.zeros((1, 1, 1, 512, 161), "f4")},
+         None, r"shape mismatches: \['Mixed_4c\.Branch_0\.Conv3d_0a_1x1\.conv\.weight"),
+        (None, "Mixed_3c/Branch_2/Conv3d_0b_3x3/Conv_0/kernel",
+         r"units missing: \['Mixed_3c\.Branch_2\.Conv3d_0b_3x3'\]"),
+        ({"Mixed_3c/Branch_4/Conv3d_0a_1x1/Conv_0/kernel": np.zeros((1, 1, 1, 4, 4), "f4")},
+         None, r"unknown tensors: \['Mixed_3c\.Branch_4"),
+        ({"Mixed_3c/Branch_0/Conv3d_0a_1x1/Conv_0/scale": np.zeros(4, "f4")},
+         None, r"not mapped to I3D: \['params/Mixed_3c/Branch_0/Conv3d_0a_1x1/Conv_0/scale'\]"),
+    ],
+)
+def test_mapping_fails_loudly(kinetics_raw, params, drop, message):
+    with pytest.raises(ValueError, match=r"k\.ckpt: .*" + message):
+        convert_kinetics_checkpoint(_mutated(kinetics_raw, params, drop), "k.ckpt")
+
+
+def test_kinetics_logits_by_hand():
+    weight, bias = torch.randn(5, 1024, 1, 1, 1), torch.randn(5)
+    # Constant features c: every pooled value is c, so logits = c * sum_k w_k + b.
+    logits = kinetics_logits(torch.full((2, 1024, 3, 7, 7), 0.5), weight, bias)
+    expected = 0.5 * weight.flatten(1).sum(1) + bias
+    assert torch.allclose(logits, expected.expand(2, 5), atol=1e-4)
+    with pytest.raises(ValueError, match="at least"):
+        kinetics_logits(torch.zeros(1, 1024, 1, 7, 7), weight, bias)
+
+
+def test_convert_cli_writes_a_detectron2_checkpoint(tmp_path):
+    out = tmp_path / "i3d_two_stream.pth"
+    cli = os.path.join(REPO, "tools", "convert_i3d_weights.py")
+    subprocess.run([sys.executable, cli, "--output", str(out)], check=True, capture_output=True)
+    saved = torch.load(str(out), weights_only=True)  # plain tensors only
+    assert saved["__author__"] == "pcsc_d2" and saved["matching_heuristics"] is False
+    assert not any("Logits" in k for k in saved["model"])
+
+    class TwoStream(nn.Module):  # the parameter names of PCSCTwoStreamRCNN's two trunks
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.bottom_up = nn.ModuleDict(
+                {s: I3D(out_features=["Mixed_5c"], norm="FrozenBN") for s in ("rgb", "flow")}
+            )
+
+    model = TwoStream()
+    assert set(saved["model"]) == set(model.state_dict())
+    DetectionCheckpointer(model).load(str(out))
+    reference = load_kinetics_i3d_state_dict()
+    for stream in ("rgb", "flow"):  # the flow trunk starts from the RGB weights
+        loaded = model.backbone.bottom_up[stream].state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in reference.items())
 
 
 def test_golden_kinetics_port():

@@ -121,6 +121,27 @@ class FrozenBatchNorm3d(nn.Module):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @classmethod
+    def convert_frozen_batchnorm(cls, module: nn.Module) -> nn.Module:
+        """Replace every BatchNorm3d in ``module`` by a FrozenBatchNorm3d with its statistics.
+
+        Returns:
+            the converted module (``module`` itself, changed in place, unless it is a BN).
+        """
+        if isinstance(module, nn.BatchNorm3d):
+            frozen = cls(module.num_features, module.eps)
+            if module.affine:
+                frozen.weight.copy_(module.weight.detach())
+                frozen.bias.copy_(module.bias.detach())
+            frozen.running_mean.copy_(module.running_mean)
+            frozen.running_var.copy_(module.running_var)
+            return frozen
+        for name, child in module.named_children():
+            new_child = cls.convert_frozen_batchnorm(child)
+            if new_child is not child:
+                module.add_module(name, new_child)
+        return module
+
 
 class Unit3D(nn.Module):
     """Conv3d (no bias, TF 'SAME') -> BN (eps 1e-3) -> ReLU."""
@@ -132,6 +153,8 @@ class Unit3D(nn.Module):
         if norm == "FrozenBN":
             self.bn = FrozenBatchNorm3d(cout)
         elif norm == "BN":
+            # DeepMind trained with a decay of 0.999 (momentum 0.001); fine-tuning sees far
+            # fewer clips, so the statistics are let follow 10x faster.
             self.bn = nn.BatchNorm3d(cout, eps=BN_EPS, momentum=0.01)
         else:
             raise ValueError(f"I3D norm must be 'BN' or 'FrozenBN', got {norm!r}")
@@ -159,12 +182,16 @@ class InceptionBlock(nn.Module):
         b0, b1r, b1, b2r, b2, b3 = widths
         self.Branch_0 = nn.ModuleDict({"Conv3d_0a_1x1": Unit3D(cin, b0, norm=norm)})
         self.Branch_1 = nn.ModuleDict(
-            {"Conv3d_0a_1x1": Unit3D(cin, b1r, norm=norm),
-             "Conv3d_0b_3x3": Unit3D(b1r, b1, (3, 3, 3), norm=norm)}
+            {
+                "Conv3d_0a_1x1": Unit3D(cin, b1r, norm=norm),
+                "Conv3d_0b_3x3": Unit3D(b1r, b1, (3, 3, 3), norm=norm),
+            }
         )
         self.Branch_2 = nn.ModuleDict(
-            {"Conv3d_0a_1x1": Unit3D(cin, b2r, norm=norm),
-             "Conv3d_0b_3x3": Unit3D(b2r, b2, (3, 3, 3), norm=norm)}
+            {
+                "Conv3d_0a_1x1": Unit3D(cin, b2r, norm=norm),
+                "Conv3d_0b_3x3": Unit3D(b2r, b2, (3, 3, 3), norm=norm),
+            }
         )
         self.pool = MaxPool3dSame((3, 3, 3), (1, 1, 1))
         self.Branch_3 = nn.ModuleDict({"Conv3d_0b_1x1": Unit3D(cin, b3, norm=norm)})
@@ -223,12 +250,21 @@ class I3D(Backbone):
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> "I3D":
-        """Freeze the parameters of the first units (see __init__); BN stays as configured."""
-        if freeze_at > 0:
-            stop = _FREEZE_POINTS[freeze_at - 1]
-            for name in self._order[: self._order.index(stop) + 1] if stop in self._order else self._order:
-                for p in getattr(self, name).parameters():
-                    p.requires_grad_(False)
+        """Freeze the first units (see __init__): no gradients, and their BN turned frozen.
+
+        As detectron2's ResNet does: a frozen unit must not drift through its BN statistics
+        either, so with norm="BN" the frozen units' BatchNorm3d become FrozenBatchNorm3d.
+        """
+        if freeze_at <= 0:
+            return self
+        stop = _FREEZE_POINTS[freeze_at - 1]
+        # A network cut before the freeze point (small out_features) is frozen whole.
+        last = self._order.index(stop) if stop in self._order else len(self._order) - 1
+        for name in self._order[: last + 1]:
+            unit = getattr(self, name)
+            for p in unit.parameters():
+                p.requires_grad_(False)
+            FrozenBatchNorm3d.convert_frozen_batchnorm(unit)
         return self
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -243,7 +279,9 @@ class I3D(Backbone):
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            f: ShapeSpec(
+                channels=self._out_feature_channels[f], stride=self._out_feature_strides[f]
+            )
             for f in self._out_features
         }
 
