@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pcsc_d2.data import UnsafePickleError, load_annotations, save_annotations
+from pcsc_d2.data.convert import main as convert_main
 from pcsc_d2.data.convert import road_to_annotations
 
 
@@ -49,17 +50,31 @@ def test_python2_style_latin1_pickle(tmp_path):
     assert load_annotations(str(path))["labels"][0] == "Caf\xe9"
 
 
+def _tube(gt):
+    """The first tube of Run/v1 (frames 2..4 of a 10-frame 160x120 video)."""
+    return gt["gttubes"]["Run/v1"][0][0]
+
+
 @pytest.mark.parametrize(
     "mutate,message",
     [
         (lambda g: g.pop("nframes"), "missing keys"),
         (lambda g: g["test_videos"][0].append("Nope/v9"), "Nope/v9"),
         (lambda g: g["gttubes"]["Run/v1"][0].append(np.zeros((2, 4))), "Run/v1.*shape"),
-        (lambda g: g["gttubes"]["Run/v1"][0][0].__setitem__((0, 0), 2.5), "Run/v1.*integers"),
-        (lambda g: g["gttubes"]["Run/v1"][0][0].__setitem__((2, 0), 11), "Run/v1.*outside 1..10"),
-        (lambda g: g["gttubes"]["Run/v1"][0][0].__setitem__((1, 1), 40), "Run/v1.*x1 > x2"),
-        (lambda g: g["gttubes"]["Run/v1"][0][0].__setitem__((1, 3), 160), "Run/v1.*outside the 160x120"),
-        (lambda g: g["gttubes"]["Jump/v2"].__setitem__(5, g["gttubes"]["Jump/v2"][1]), "Jump/v2.*label index 5"),
+        (lambda g: _tube(g).__setitem__((0, 0), 2.5), "Run/v1.*integers"),
+        (lambda g: _tube(g).__setitem__((2, 0), 11), "Run/v1.*outside 1..10"),
+        (lambda g: _tube(g).__setitem__((1, 1), 40), "Run/v1.*x1 > x2"),
+        (lambda g: _tube(g).__setitem__((1, 3), 160), "Run/v1.*outside the 160x120"),
+        (lambda g: g["gttubes"]["Jump/v2"].__setitem__(5, g["gttubes"]["Jump/v2"][1]),
+         "Jump/v2.*label index 5"),
+        (lambda g: g.__setitem__("labels", "Run"), "'labels' must be a list"),
+        (lambda g: g["nframes"].__setitem__("Jump/v2", 7.5), "Jump/v2: nframes 7.5"),
+        # A video without tubes (nothing else checks its resolution) listed in a split.
+        (lambda g: (g["nframes"].__setitem__("X/v3", 5), g["test_videos"][0].append("X/v3")),
+         r"test_videos\[0\] lists video X/v3, which has no nframes/resolution"),
+        (lambda g: g.__setitem__("train_videos", ["Run/v1"]), "'train_videos' must be a list of"),
+        (lambda g: _tube(g).__setitem__((0, 0), 0), "Run/v1.*frames 0..4 outside"),
+        (lambda g: _tube(g).__setitem__((2, 4), 120), "Run/v1.*frame 4.*outside the 160x120"),
     ],
 )
 def test_validation_names_the_problem(tmp_path, mutate, message):
@@ -120,20 +135,28 @@ def test_road_conversion_by_hand():
             {"label": 0, "sf": 0, "ef": 3, "boxes": np.zeros((2, 4))}]}})
 
 
-def test_convert_cli(tmp_path):
+def test_convert_cli(tmp_path, capsys):
     pkl = _write(tmp_path, _gt())
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pcsc_d2.data.convert", *a],
-                                    capture_output=True, text=True)
-    assert run("to-json", pkl, str(tmp_path / "a.json")).returncode == 0
-    assert run("to-pkl", str(tmp_path / "a.json"), str(tmp_path / "b.pkl")).returncode == 0
-    np.testing.assert_array_equal(load_annotations(str(tmp_path / "b.pkl"))["gttubes"]["Run/v1"][0][0],
-                                  _gt()["gttubes"]["Run/v1"][0][0])
+    # One real `python -m` run checks the entry point; the rest call main() in-process (each
+    # subprocess pays ~6 s of torch/detectron2 imports).
+    done = subprocess.run(
+        [sys.executable, "-m", "pcsc_d2.data.convert", "to-json", pkl, str(tmp_path / "a.json")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    convert_main(["to-pkl", str(tmp_path / "a.json"), str(tmp_path / "b.pkl")])
+    back = load_annotations(str(tmp_path / "b.pkl"))
+    np.testing.assert_array_equal(back["gttubes"]["Run/v1"][0][0], _gt()["gttubes"]["Run/v1"][0][0])
     road = {"v": {"numf": 3, "annotations": [{"label": 0, "sf": 0, "ef": 2,
                                               "boxes": [[1, 1, 4, 4], [2, 1, 4, 4]]}]}}
     road_file = _write(tmp_path, road, "pyannot.pkl")
     (tmp_path / "labels.txt").write_text("walk\n")
-    out = run("road", road_file, str(tmp_path / "road.json"), "--labels", str(tmp_path / "labels.txt"))
-    assert out.returncode == 0, out.stderr
-    assert load_annotations(str(tmp_path / "road.json"))["labels"] == ["walk"]
-    bad = run("to-json", str(tmp_path / "missing.pkl"), str(tmp_path / "c.json"))
-    assert bad.returncode == 2 and "missing.pkl" in bad.stderr
+    convert_main(["road", road_file, str(tmp_path / "road.json"), "--labels",
+                  str(tmp_path / "labels.txt"), "--resolution", "100x200"])
+    road_gt = load_annotations(str(tmp_path / "road.json"))
+    assert road_gt["labels"] == ["walk"] and road_gt["resolution"]["v"] == (100, 200)
+    np.testing.assert_array_equal(road_gt["gttubes"]["v"][0][0], [[1, 1, 1, 4, 4], [2, 2, 1, 5, 4]])
+    with pytest.raises(SystemExit) as exc:
+        convert_main(["to-json", str(tmp_path / "missing.pkl"), str(tmp_path / "c.json")])
+    assert exc.value.code == 2 and "missing.pkl" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "c.json")

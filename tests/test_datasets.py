@@ -94,7 +94,8 @@ def test_predefined_names_are_registered_lazily(monkeypatch, tmp_path):
     from pcsc_d2.data import register_pcsc_datasets
 
     register_pcsc_datasets(num_frames=4)
-    assert MetadataCatalog.get("jhmdb_test_split2").gt_file == str(tmp_path / "jhmdb" / "JHMDB-GT.pkl")
+    expected = str(tmp_path / "jhmdb" / "JHMDB-GT.pkl")
+    assert MetadataCatalog.get("jhmdb_test_split2").gt_file == expected
     with pytest.raises(FileNotFoundError, match="JHMDB-GT.pkl"):
         DatasetCatalog.get("jhmdb_test_split2")
     monkeypatch.delenv("DETECTRON2_DATASETS")

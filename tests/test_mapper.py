@@ -74,3 +74,41 @@ def test_errors_name_the_problem(clip_dict):
         mapper(missing)
     with pytest.raises(ValueError, match="INPUT.NUM_FRAMES is 4"):
         mapper(dict(clip_dict, rgb_files=clip_dict["rgb_files"][:2]))
+
+
+def test_channel_order_frame_order_and_repeated_paths(tmp_path, clip_dict):
+    # Frame i is pure red with R = 10 * (i + 1) (written as BGR); flow frame i has x = i, y = 7.
+    rgb, flow = [], []
+    for i in range(3):
+        img = np.zeros((H, W, 3), np.uint8)
+        img[..., 2] = 10 * (i + 1)
+        rgb.append(str(tmp_path / f"red{i}.png"))
+        cv2.imwrite(rgb[-1], img)
+        f = np.zeros((H, W, 3), np.uint8)
+        f[..., 2], f[..., 1] = i, 7
+        flow.append(str(tmp_path / f"fl{i}.png"))
+        cv2.imwrite(flow[-1], f)
+    # A clip clamped at the start of a video repeats its first frame.
+    order = [0, 0, 1, 2]
+    d = dict(clip_dict, rgb_files=[rgb[i] for i in order], flow_files=[flow[i] for i in order])
+    out = PCSCClipMapper(_cfg(0.0), is_train=False)(d)
+    r, f = out["rgb"].numpy(), out["flow"].numpy()
+    assert r[0, :, 0, 0].tolist() == [10, 10, 20, 30]
+    assert r[1:].max() == 0
+    assert f[0, :, 5, 5].tolist() == [0, 0, 1, 2] and (f[1] == 7).all() and f[2].max() == 0
+
+
+def test_resize_then_flip_keeps_boxes_on_the_pixels(clip_dict):
+    out = PCSCClipMapper(_cfg(1.0, size=2 * H), is_train=True)(clip_dict)
+    rgb = out["rgb"].numpy()
+    assert rgb.shape == (3, K, 2 * H, 2 * W)
+    # The square (cols 5..14, rows 10..19) becomes cols 10..29 at 2x, then 90..109 mirrored.
+    x1, y1, x2, y2 = out["instances"].gt_boxes.tensor[0].tolist()
+    assert (x1, y1, x2, y2) == (90.0, 20.0, 110.0, 40.0)
+    assert rgb[:, :, 30, 100].min() > 200 and rgb[:, :, 30, 20].max() < 50
+    assert rgb[:, :, 30, int(x1) - 3].max() < 50 and rgb[:, :, 30, int(x2) + 2].max() < 50
+
+
+def test_frame_size_must_match_the_entry(clip_dict):
+    with pytest.raises(ValueError, match="rgb0.png is 60x40"):
+        PCSCClipMapper(_cfg(0.0), is_train=False)(dict(clip_dict, height=50))

@@ -93,7 +93,12 @@ def _normalise(gt: Any, path: str) -> Dict:
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (needs {list(REQUIRED_KEYS)})")
     out = {k: v for k, v in gt.items() if k not in REQUIRED_KEYS}
+    if not isinstance(gt["labels"], (list, tuple)):
+        raise ValueError(f"{path}: 'labels' must be a list of class names")
     out["labels"] = [str(x) for x in gt["labels"]]
+    for video, n in gt["nframes"].items():
+        if isinstance(n, bool) or not float(n).is_integer() or n < 1:
+            raise ValueError(f"{path}: video {video}: nframes {n!r} is not a positive integer")
     out["nframes"] = {str(v): int(n) for v, n in gt["nframes"].items()}
     out["resolution"] = {str(v): (int(r[0]), int(r[1])) for v, r in gt["resolution"].items()}
     for key in ("train_videos", "test_videos"):
@@ -101,12 +106,16 @@ def _normalise(gt: Any, path: str) -> Dict:
         if not isinstance(splits, (list, tuple)) or not all(
             isinstance(s, (list, tuple)) for s in splits
         ):
-            raise ValueError(f"{path}: '{key}' must be a list of lists of video names (one per split)")
+            raise ValueError(
+                f"{path}: '{key}' must be a list of lists of video names (one per split)"
+            )
         out[key] = [[str(v) for v in split] for split in splits]
     tubes = {}
     for video, per_label in gt["gttubes"].items():
         if not isinstance(per_label, dict):
-            raise ValueError(f"{path}: video {video}: gttubes entry must map label -> list of tubes")
+            raise ValueError(
+                f"{path}: video {video}: gttubes entry must map label -> list of tubes"
+            )
         tubes[str(video)] = {}
         for label, tube_list in per_label.items():
             arrays = []
@@ -129,8 +138,10 @@ def validate_annotations(gt: Dict, path: str = "<annotations>") -> None:
     for key in ("train_videos", "test_videos"):
         for s, split in enumerate(gt[key]):
             for video in split:
-                if video not in gt["nframes"]:
-                    raise ValueError(f"{path}: {key}[{s}] lists video {video}, which has no nframes")
+                if video not in gt["nframes"] or video not in gt["resolution"]:
+                    raise ValueError(
+                        f"{path}: {key}[{s}] lists video {video}, which has no nframes/resolution"
+                    )
     for video, per_label in gt["gttubes"].items():
         if video not in gt["nframes"] or video not in gt["resolution"]:
             raise ValueError(f"{path}: video {video} has tubes but no nframes/resolution entry")

@@ -155,7 +155,9 @@ def load_action_dataset(
                     "height": height,
                     "width": width,
                     "image_id": f"{video}/{frame:05d}",
-                    "rgb_files": [os.path.join(root, rgb_dir, video, f"{i:05d}{rgb_ext}") for i in clip],
+                    "rgb_files": [
+                        os.path.join(root, rgb_dir, video, f"{i:05d}{rgb_ext}") for i in clip
+                    ],
                     "flow_files": [
                         os.path.join(root, flow_dir, video, f"{i:05d}{flow_ext}") for i in clip
                     ],
