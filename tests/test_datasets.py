@@ -59,6 +59,8 @@ def test_train_dicts_are_the_annotated_frames(tiny_root):
     assert ann["bbox"] == [2.0, 3.0, 13.0, 21.0]  # inclusive pixels -> XYXY_ABS (x2 + 1, y2 + 1)
     assert ann["category_id"] == 0 and ann["tube_id"] == 0
     assert MetadataCatalog.get("tiny_train").thing_classes == ["A", "B"]
+    gttubes = MetadataCatalog.get("tiny_train").gttubes
+    assert list(gttubes) == ["A/v1"] and gttubes["A/v1"][0][0][:, 0].tolist() == [3, 4, 5, 6, 7]
     register_action_dataset("tiny_train2", tiny_root, "gt.pkl", 1, True, num_frames=4,
                             key_frame_stride=2)
     assert [d["frame"] for d in DatasetCatalog.get("tiny_train2")] == [3, 5, 7]

@@ -192,7 +192,8 @@ def register_action_dataset(
     """Register (or re-register) a split of an action dataset in DatasetCatalog/MetadataCatalog.
 
     Nothing is read now. The first DatasetCatalog.get(name) reads the GT file and sets
-    ``thing_classes`` in the metadata; the metadata also carries ``gt_file``, ``split``,
+    ``thing_classes`` and ``gttubes`` (the split's per-video GT tubes) in the metadata; the
+    metadata also carries ``gt_file``, ``split``,
     ``is_train``, ``dataset_root`` and ``evaluator_type = "pcsc"`` (get_split_annotations
     and the evaluator use them).
     """
@@ -205,8 +206,9 @@ def register_action_dataset(
             root, gt_path, split, is_train, layout, num_frames, key_frame_stride
         )
         meta = MetadataCatalog.get(name)
-        if not hasattr(meta, "thing_classes"):
-            meta.thing_classes = list(_load_gt_cached(gt_path)["labels"])
+        if not hasattr(meta, "gttubes"):
+            split_gt = get_split_annotations(name)  # also sets thing_classes
+            meta.gttubes = split_gt["gttubes"]  # per-video GT tubes, for evaluators
         return dicts
 
     if name in DatasetCatalog:
