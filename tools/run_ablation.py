@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The paper's ablation (Tables 5 and 6) on the synthetic benchmark, with one schedule.
 
-    python tools/run_ablation.py [--config-file configs/pcsc_synthetic.yaml] [--output output/ablation]
+    python tools/run_ablation.py [--output output/ablation]
         [KEY VALUE ...]   # extra overrides for every run, e.g. SOLVER.MAX_ITER 600
 
 Trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature cooperation,
@@ -23,13 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_EVAL = ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
 
-# name -> overrides of the base (PCSC) config. One schedule for all.
-VARIANTS: Dict[str, List[str]] = {
-    "rgb_only": ["MODEL.PCSC.STREAMS", "['rgb']", "MODEL.PCSC.NUM_STAGES", "0"],
-    "flow_only": ["MODEL.PCSC.STREAMS", "['flow']", "MODEL.PCSC.NUM_STAGES", "0"],
-    "late_fusion": ["MODEL.PCSC.NUM_STAGES", "0", "MODEL.PCSC.MESSAGE_PASSING", "False"],
-    "pcsc": ["MODEL.PCSC.NUM_STAGES", "4"],
-    "pcsc_no_feature_coop": ["MODEL.PCSC.NUM_STAGES", "4", "MODEL.PCSC.FEATURE_COOPERATION", "False"],
+# name -> config file (all derive from configs/pcsc_synthetic.yaml: one schedule for all).
+VARIANTS: Dict[str, str] = {
+    "rgb_only": "configs/baselines/synthetic_rgb_only.yaml",
+    "flow_only": "configs/baselines/synthetic_flow_only.yaml",
+    "late_fusion": "configs/baselines/synthetic_late_fusion.yaml",
+    "pcsc": "configs/pcsc_synthetic.yaml",
+    "pcsc_no_feature_coop": "configs/ablation/synthetic_no_feature_coop.yaml",
 }
 STAGED = ("pcsc", "pcsc_no_feature_coop")
 
@@ -43,16 +43,15 @@ def run(cmd: List[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", default=os.path.join(ROOT, "configs", "pcsc_synthetic.yaml"))
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    py, base = sys.executable, ["--config-file", args.config_file]
+    py = sys.executable
     results: Dict[str, Dict] = {}
-    for name, overrides in VARIANTS.items():
+    for name, config in VARIANTS.items():
         out = os.path.join(args.output, name)
-        common = overrides + list(args.opts)
+        base, common = ["--config-file", config], list(args.opts)
         if not os.path.isfile(os.path.join(out, "model_final.pth")):
             run([py, "train_net.py", *base, "--resume", *common, "OUTPUT_DIR", out,
                  "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
@@ -68,11 +67,11 @@ def main() -> None:
     # PCSC + TR.
     pcsc_out, tr_out = os.path.join(args.output, "pcsc"), os.path.join(args.output, "pcsc_tr")
     if not os.path.isfile(os.path.join(tr_out, "model_tr.pth")):
-        run([py, "tools/train_actionness.py", *base, *VARIANTS["pcsc"], *args.opts,
+        run([py, "tools/train_actionness.py", "--config-file", VARIANTS["pcsc"], *args.opts,
              "OUTPUT_DIR", tr_out, "MODEL.WEIGHTS", os.path.join(pcsc_out, "model_final.pth")])
     ev = os.path.join(tr_out, "eval")
     if not os.path.isfile(os.path.join(ev, "pcsc_metrics.json")):
-        run([py, "train_net.py", *base, "--eval-only", *VARIANTS["pcsc"], *args.opts,
+        run([py, "train_net.py", "--config-file", VARIANTS["pcsc"], "--eval-only", *args.opts,
              "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr_out, "model_tr.pth"),
              "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])
     results["pcsc_tr"] = find_metrics(ev)
