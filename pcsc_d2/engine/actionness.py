@@ -9,6 +9,7 @@ The per-video samples are cached under ``<output>/actionness_samples/`` (one ``.
 written atomically), so an interrupted run resumes with the videos it had not finished. The
 result is a checkpoint ``<output>/model_tr.pth`` holding the detector and the trained head.
 """
+import collections
 import logging
 import os
 from typing import Dict, List
@@ -80,8 +81,11 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
         cfg.INPUT.NUM_FRAMES, cfg.TUBES.REFINE.TRAIN_FRAME_STRIDE, annotated_only=False,
     )
     todo = [d for d in dicts if not os.path.isfile(_sample_file(folder, d["video"]))]
-    done_videos = len({d["video"] for d in dicts}) - len({d["video"] for d in todo})
-    logger.info("TR samples: %d videos cached, %d key frames to run", done_videos, len(todo))
+    remaining = collections.Counter(d["video"] for d in todo)
+    logger.info(
+        "TR samples: %d videos cached, %d key frames of %d videos to run",
+        len({d["video"] for d in dicts}) - len(remaining), len(todo), len(remaining),
+    )
     if not todo:
         return
     loader = build_detection_test_loader(
@@ -89,28 +93,25 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
     )
     opts = LinkingOptions.from_config(cfg)
     model.eval()
-    current, per_frame = None, {}
-
-    def flush() -> None:
-        samples = _link_and_label(current, per_frame, gt["gttubes"].get(current, {}), opts)
-        with atomic_open(_sample_file(folder, current), "wb") as f:
-            np.savez(f, **samples)
-
+    per_video: Dict[str, Dict[int, Dict[str, np.ndarray]]] = collections.defaultdict(dict)
     for inputs in tqdm.tqdm(loader, total=len(todo), desc="TR: detector on training videos"):
         for inp, out in zip(inputs, model(inputs)):
-            if inp["video"] != current:
-                if current is not None:
-                    flush()
-                current, per_frame = inp["video"], {}
+            video = inp["video"]
             inst = out["instances"].to("cpu")
-            per_frame[inp["frame"]] = {
+            per_video[video][inp["frame"]] = {
                 "boxes": d2_to_gt(inst.pred_boxes.tensor.numpy()),
                 "scores": inst.scores.numpy(),
                 "classes": inst.pred_classes.numpy(),
                 "features": inst.features.numpy().astype(np.float32),
             }
-    if current is not None:
-        flush()
+            # Write a video's samples as soon as its last key frame is done, so that an
+            # interruption loses at most the videos in progress.
+            remaining[video] -= 1
+            if remaining[video] == 0:
+                frames = per_video.pop(video)
+                samples = _link_and_label(video, frames, gt["gttubes"].get(video, {}), opts)
+                with atomic_open(_sample_file(folder, video), "wb") as f:
+                    np.savez(f, **samples)
 
 
 def load_actionness_samples(folder: str, videos: List[str]) -> Dict[str, np.ndarray]:

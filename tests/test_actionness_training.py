@@ -1,0 +1,109 @@
+"""TR's training command: sample extraction resumes after an interruption; training writes a
+checkpoint whose actionness head changed."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from pcsc_d2.data import get_split_annotations
+from pcsc_d2.data.datasets import register_action_dataset
+from pcsc_d2.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+from pcsc_d2.engine import get_pcsc_cfg
+from pcsc_d2.engine.actionness import _sample_file, extract_actionness_samples, train_actionness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "quick", "pcsc_tiny.yaml")
+DATASET = "pcsc_test_tr_train"
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+class _CountingModel:
+    """Wraps the detector: counts the key frames it runs; raises once ``stop_after`` is hit."""
+
+    def __init__(self, model, stop_after=None):
+        self.model, self.stop_after, self.frames = model, stop_after, []
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def __call__(self, inputs):
+        if self.stop_after is not None and len(self.frames) >= self.stop_after:
+            raise _Interrupted("simulated crash")
+        self.frames += [(x["video"], x["frame"]) for x in inputs]
+        return self.model(inputs)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tr") / "synthetic")
+    generate_synthetic_dataset(
+        root, seed=1, cfg=SyntheticConfig(num_train=2, num_test=1, min_frames=16, max_frames=16),
+        workers=1,
+    )
+    register_action_dataset(DATASET, root, "synthetic-GT.pkl", 1, True, num_frames=4)
+    cfg = get_pcsc_cfg(CONFIG, [
+        "MODEL.PCSC.OUTPUT_FEATURES", "True", "MODEL.PCSC.ACTIONNESS.ENABLED", "True",
+        "TUBES.REFINE.TRAIN_FRAME_STRIDE", "2", "TUBES.REFINE.TRAIN_ITERS", "20",
+        # An untrained detector scores every box low: keep its tubes so there are samples.
+        "TUBES.MIN_LENGTH", "2",
+    ])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    return cfg, model
+
+
+def test_extraction_resumes_with_the_unfinished_videos(setup, tmp_path):
+    cfg, model = setup
+    videos = get_split_annotations(DATASET)["videos"]
+    assert len(videos) == 2
+    folder = str(tmp_path / "samples")
+    frames_per_video = 8  # 16 frames, key-frame stride 2
+
+    # Crash on the first key frame of the second video: the first video's samples are on disk
+    # already (written when its last key frame was done, not when the next video starts).
+    crashing = _CountingModel(model, stop_after=frames_per_video)
+    with pytest.raises(_Interrupted):
+        extract_actionness_samples(cfg, crashing, DATASET, folder)
+    assert os.path.isfile(_sample_file(folder, videos[0]))
+    assert not os.path.isfile(_sample_file(folder, videos[1]))
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    first = dict(np.load(_sample_file(folder, videos[0])))
+
+    # The rerun runs the detector on the second video's key frames only.
+    resumed = _CountingModel(model)
+    extract_actionness_samples(cfg, resumed, DATASET, folder)
+    assert {v for v, _ in resumed.frames} == {videos[1]}
+    assert sorted(f for _, f in resumed.frames) == list(range(1, 17, 2))
+    total = 0
+    for video in videos:
+        samples = np.load(_sample_file(folder, video))
+        n = len(samples["labels"])
+        total += n
+        assert samples["features"].shape == (n, 64)  # ROI_BOX_HEAD.FC_DIM of the tiny config
+        assert samples["classes"].shape == (n,)
+        assert set(np.unique(samples["labels"])) <= {0.0, 1.0}
+    assert total > 0
+    np.testing.assert_array_equal(first["labels"], np.load(_sample_file(folder, videos[0]))["labels"])
+
+    # Everything cached: nothing runs.
+    idle = _CountingModel(model)
+    extract_actionness_samples(cfg, idle, DATASET, folder)
+    assert idle.frames == []
+
+
+def test_train_actionness_writes_a_checkpoint_with_a_trained_head(setup, tmp_path):
+    cfg, model = setup
+    before = {k: v.clone() for k, v in model.actionness_head.state_dict().items()}
+    path = train_actionness(cfg, model, DATASET, str(tmp_path))
+    assert path == str(tmp_path / "model_tr.pth") and os.path.isfile(path)
+    saved = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    head = {k[len("actionness_head."):]: v for k, v in saved.items()
+            if k.startswith("actionness_head.")}
+    assert head.keys() == before.keys()
+    assert any(not torch.equal(head[k], before[k]) for k in before)
