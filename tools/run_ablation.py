@@ -16,7 +16,12 @@ import subprocess
 import sys
 from typing import Dict, List
 
-from pcsc_d2.evaluation.results import find_metrics, markdown_table, metrics_row
+from pcsc_d2.evaluation.results import (
+    check_paper_claims,
+    find_metrics,
+    markdown_table,
+    metrics_row,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training runs skip detectron2's final evaluation: a separate --eval-only step evaluates.
@@ -79,7 +84,8 @@ def main() -> None:
 
 
 def write_outputs(results: Dict[str, Dict], folder: str) -> None:
-    """ablation.json, ablation.md (one row per model) and ablation.png (mAP vs stage)."""
+    """ablation.json, ablation.md (one row per model, then the paper's claims tested) and
+    ablation.png (mAP vs stage)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,21 +93,31 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
 
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
-    rows = [(name, metrics_row(m)) for name, m in results.items() if name != "pcsc_tr"]
-    rows.append(("pcsc_tr (PCSC + TR)", metrics_row(results["pcsc_tr"], tr=True)))
-    table = markdown_table(rows)
-    atomic_save_json(results, os.path.join(folder, "ablation.json"), indent=2)
+    rows = {name: metrics_row(m, tr=name == "pcsc_tr") for name, m in results.items()}
+    table = markdown_table([(name + (" (PCSC + TR)" if name == "pcsc_tr" else ""), row)
+                            for name, row in rows.items()])
+    claims = check_paper_claims(rows)
+    claim_lines = [f"- {'holds' if ok else 'does NOT hold'}: {claim} ({evidence})"
+                   for claim, ok, evidence in claims]
+    atomic_save_json(
+        {"metrics": results, "claims": [{"claim": c, "holds": ok, "evidence": e}
+                                        for c, ok, e in claims]},
+        os.path.join(folder, "ablation.json"), indent=2,
+    )
     with atomic_open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write("# Ablation on the synthetic benchmark\n\n" + table + "\n")
+        f.write("# Ablation on the synthetic benchmark\n\nPercent; ACT conventions. Stage rows: "
+                "one model (4 stages) tested on the union of stages 0..t.\n\n" + table
+                + "\n\n## The paper's claims on these figures\n\n" + "\n".join(claim_lines)
+                + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("frame_mAP@0.5", "video_mAP@0.5")):
         for name, label in (("pcsc", "with feature cooperation"),
                             ("pcsc_no_feature_coop", "without feature cooperation")):
-            ys = [metrics_row(results[f"{name}_stage{t}"]).get(metric, float("nan")) for t in range(5)]
+            ys = [rows[f"{name}_stage{t}"][metric] for t in range(5)]
             ax.plot(range(5), ys, marker="o", label=label)
         for name, style in (("late_fusion", "--"), ("rgb_only", ":"), ("flow_only", "-.")):
-            ax.axhline(metrics_row(results[name]).get(metric, float("nan")), ls=style, c="gray", lw=1)
-            ax.text(4.05, metrics_row(results[name]).get(metric, 0), name, fontsize=7, va="center")
+            ax.axhline(rows[name][metric], ls=style, c="gray", lw=1)
+            ax.text(4.05, rows[name][metric], name, fontsize=7, va="center")
         ax.set_xlabel("stages used at test (0 = each stream alone, fused)")
         ax.set_ylabel(metric + " (%)")
         ax.set_xticks(range(5))
@@ -109,7 +125,7 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
     fig.tight_layout()
     with atomic_open(os.path.join(folder, "ablation.png"), "wb") as f:
         fig.savefig(f, format="png", dpi=120)
-    print(table)
+    logger.info("Ablation (also in %s):\n%s\n%s", folder, table, "\n".join(claim_lines))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""Reading the metrics that PCSCEvaluator wrote, for reports and tables."""
+"""Reading the metrics that PCSCEvaluator wrote, for reports, tables and the ablation's claims."""
 import json
 import os
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["MAIN_METRICS", "find_metrics", "find_results_dir", "markdown_table", "metrics_row"]
+__all__ = [
+    "MAIN_METRICS",
+    "check_paper_claims",
+    "find_metrics",
+    "find_results_dir",
+    "markdown_table",
+    "metrics_row",
+]
 
 # The figures every report shows, in this order (percent).
 MAIN_METRICS = [
@@ -49,3 +56,63 @@ def markdown_table(rows: Sequence[Tuple[str, Dict[str, float]]], first: str = "m
     for name, row in rows:
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.1f}" for k in MAIN_METRICS) + " |")
     return "\n".join(lines)
+
+
+def check_paper_claims(
+    rows: Dict[str, Dict[str, float]], num_stages: int = 4
+) -> List[Tuple[str, bool, str]]:
+    """Test the claims of the paper's ablation (Tables 5 and 6) on measured figures.
+
+    Args:
+        rows: {model: metrics row (see :func:`metrics_row`)} with the models "rgb_only",
+            "flow_only", "late_fusion", "pcsc_stage<t>" and "pcsc_no_feature_coop_stage<t>"
+            for t = 0..num_stages, and "pcsc_tr" (a row with TR).
+        num_stages: the last stage T.
+
+    Returns:
+        One (claim, holds, evidence) per claim; evidence gives the figures compared.
+        Frame claims compare frame-mAP@0.5 (Table 5), the TR claim video-mAP@0.5 (Table 6).
+    """
+    frame, video = "frame_mAP@0.5", "video_mAP@0.5"
+
+    def f(name: str, metric: str = frame) -> float:
+        return rows[name][metric]
+
+    pcsc = f"pcsc_stage{num_stages}"
+    stages = [f(f"pcsc_stage{t}") for t in range(num_stages + 1)]
+    no_coop = [f(f"pcsc_no_feature_coop_stage{t}") for t in range(num_stages + 1)]
+    gains = [b - a for a, b in zip(stages, stages[1:])]
+    claims = [
+        (
+            f"PCSC ({num_stages} stages) beats late fusion ({frame})",
+            f(pcsc) > f("late_fusion"),
+            f"{f(pcsc):.1f} vs {f('late_fusion'):.1f}",
+        ),
+        (
+            f"late fusion beats each single stream ({frame})",
+            f("late_fusion") > max(f("rgb_only"), f("flow_only")),
+            f"{f('late_fusion'):.1f} vs RGB {f('rgb_only'):.1f}, Flow {f('flow_only'):.1f}",
+        ),
+        (
+            f"more stages help ({frame} of stage {num_stages} above stage 0)",
+            stages[-1] > stages[0],
+            "stages 0..%d: %s" % (num_stages, ", ".join(f"{v:.1f}" for v in stages)),
+        ),
+        (
+            "the gain of a stage shrinks as stages are added (saturation)",
+            all(b <= a for a, b in zip(gains, gains[1:])),
+            "gains: " + ", ".join(f"{g:+.1f}" for g in gains),
+        ),
+        (
+            f"feature cooperation helps at every stage 1..{num_stages} ({frame})",
+            all(a > b for a, b in zip(stages[1:], no_coop[1:])),
+            ", ".join(f"t={t}: {a:.1f} vs {b:.1f}"
+                      for t, (a, b) in enumerate(zip(stages, no_coop)) if t > 0),
+        ),
+        (
+            f"TR raises {video}",
+            f("pcsc_tr", video) > f(pcsc, video),
+            f"{f('pcsc_tr', video):.1f} vs {f(pcsc, video):.1f}",
+        ),
+    ]
+    return [(claim, bool(holds), evidence) for claim, holds, evidence in claims]

@@ -1,0 +1,55 @@
+"""Report helpers: metrics rows with and without TR, and the paper's ablation claims."""
+import math
+
+from pcsc_d2.evaluation.results import MAIN_METRICS, check_paper_claims, markdown_table, metrics_row
+
+
+def _row(frame, video=0.0):
+    row = {k: 0.0 for k in MAIN_METRICS}
+    row.update({"frame_mAP@0.5": frame, "video_mAP@0.5": video})
+    return row
+
+
+def _ablation(stages, no_coop, tr_video=12.0):
+    rows = {"rgb_only": _row(20.0), "flow_only": _row(22.0), "late_fusion": _row(25.0),
+            "pcsc_tr": _row(stages[-1], tr_video)}
+    for t, (a, b) in enumerate(zip(stages, no_coop)):
+        rows[f"pcsc_stage{t}"] = _row(a, 10.0)
+        rows[f"pcsc_no_feature_coop_stage{t}"] = _row(b, 10.0)
+    return rows
+
+
+def test_metrics_row_picks_the_tr_suffix_for_video_metrics_only():
+    metrics = {"frame_mAP@0.5": 30.0, "video_mAP@0.5/noTR": 5.0, "video_mAP@0.5/TR": 9.0,
+               "video_mAP@0.5": 9.0, "video_mAP@0.2": None}
+    assert metrics_row(metrics)["video_mAP@0.5"] == 5.0
+    tr = metrics_row(metrics, tr=True)
+    assert tr["video_mAP@0.5"] == 9.0 and tr["frame_mAP@0.5"] == 30.0
+    assert math.isnan(tr["video_mAP@0.2"]) and math.isnan(tr["video_mAP@0.75"])
+    table = markdown_table([("PCSC", tr)])
+    assert table.splitlines()[2].startswith("| PCSC | 30.0 | nan | 9.0 |")
+
+
+def test_claims_hold_on_the_papers_pattern():
+    # The paper's frame-mAP pattern (Table 5): 75.7, 76.1, 76.4, 76.6, 76.7 with feature
+    # cooperation, lower without.
+    rows = _ablation([75.7, 76.1, 76.4, 76.6, 76.7], [75.7, 72.9, 73.2, 73.6, 73.9])
+    claims = check_paper_claims(rows)
+    assert len(claims) == 6
+    assert all(holds for _, holds, _ in claims), claims
+    assert claims[2][2] == "stages 0..4: 75.7, 76.1, 76.4, 76.6, 76.7"
+    assert claims[3][2] == "gains: +0.4, +0.3, +0.2, +0.1"
+
+
+def test_each_claim_fails_when_its_figures_say_so():
+    rows = _ablation([30.0, 29.0, 31.0, 31.5, 28.0], [30.0, 29.5, 30.0, 32.0, 27.0], tr_video=8.0)
+    rows["late_fusion"] = _row(21.0)  # below flow-only (22.0)
+    holds = {claim.split(" (")[0]: ok for claim, ok, _ in check_paper_claims(rows)}
+    assert holds == {
+        "PCSC": True,  # 28.0 > 21.0
+        "late fusion beats each single stream": False,
+        "more stages help": False,  # 28.0 < 30.0
+        "the gain of a stage shrinks as stages are added": False,  # -1, +2, ...
+        "feature cooperation helps at every stage 1..4": False,  # t=1: 29.0 < 29.5
+        "TR raises video_mAP@0.5": False,  # 8.0 < 10.0
+    }
