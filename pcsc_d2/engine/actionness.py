@@ -17,15 +17,15 @@ from typing import Dict, List
 import numpy as np
 import torch
 import tqdm
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog
 
-from pcsc_d2.data import PCSCClipMapper
 from pcsc_d2.data.datasets import load_action_dataset, get_split_annotations
 from pcsc_d2.structures import d2_to_gt
 from pcsc_d2.tubes import LinkingOptions, label_tube_boxes, link_video, train_actionness_classifiers
 from pcsc_d2.utils.io import atomic_open
 
 from .checkpoint import PCSCCheckpointer
+from .defaults import build_pcsc_test_loader
 
 __all__ = ["extract_actionness_samples", "train_actionness"]
 
@@ -88,30 +88,30 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
     )
     if not todo:
         return
-    loader = build_detection_test_loader(
-        todo, mapper=PCSCClipMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
-    )
+    loader = build_pcsc_test_loader(cfg, dataset=todo)
     opts = LinkingOptions.from_config(cfg)
     model.eval()
     per_video: Dict[str, Dict[int, Dict[str, np.ndarray]]] = collections.defaultdict(dict)
-    for inputs in tqdm.tqdm(loader, total=len(todo), desc="TR: detector on training videos"):
-        for inp, out in zip(inputs, model(inputs)):
-            video = inp["video"]
-            inst = out["instances"].to("cpu")
-            per_video[video][inp["frame"]] = {
-                "boxes": d2_to_gt(inst.pred_boxes.tensor.numpy()),
-                "scores": inst.scores.numpy(),
-                "classes": inst.pred_classes.numpy(),
-                "features": inst.features.numpy().astype(np.float32),
-            }
-            # Write a video's samples as soon as its last key frame is done, so that an
-            # interruption loses at most the videos in progress.
-            remaining[video] -= 1
-            if remaining[video] == 0:
-                frames = per_video.pop(video)
-                samples = _link_and_label(video, frames, gt["gttubes"].get(video, {}), opts)
-                with atomic_open(_sample_file(folder, video), "wb") as f:
-                    np.savez(f, **samples)
+    with tqdm.tqdm(total=len(todo), desc="TR: detector on training videos") as progress:
+        for inputs in loader:
+            for inp, out in zip(inputs, model(inputs)):
+                video = inp["video"]
+                inst = out["instances"].to("cpu")
+                per_video[video][inp["frame"]] = {
+                    "boxes": d2_to_gt(inst.pred_boxes.tensor.numpy()),
+                    "scores": inst.scores.numpy(),
+                    "classes": inst.pred_classes.numpy(),
+                    "features": inst.features.numpy().astype(np.float32),
+                }
+                # Write a video's samples as soon as its last key frame is done, so that an
+                # interruption loses at most the videos in progress.
+                remaining[video] -= 1
+                if remaining[video] == 0:
+                    frames = per_video.pop(video)
+                    samples = _link_and_label(video, frames, gt["gttubes"].get(video, {}), opts)
+                    with atomic_open(_sample_file(folder, video), "wb") as f:
+                        np.savez(f, **samples)
+            progress.update(len(inputs))
 
 
 def load_actionness_samples(folder: str, videos: List[str]) -> Dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """Config and data-loader builders shared by train_net.py, the tools and the demo."""
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import detectron2.engine.defaults as d2_defaults
 from detectron2.config import CfgNode, get_cfg
@@ -40,11 +40,23 @@ def build_pcsc_train_loader(cfg: CfgNode):
     return build_detection_train_loader(cfg, mapper=PCSCClipMapper(cfg, is_train=True))
 
 
-def build_pcsc_test_loader(cfg: CfgNode, dataset_name: str):
-    """detectron2's inference loader (one key frame per batch) over the clip mapper."""
-    return build_detection_test_loader(
-        cfg, dataset_name, mapper=PCSCClipMapper(cfg, is_train=False)
-    )
+def build_pcsc_test_loader(
+    cfg: CfgNode, dataset_name: Optional[str] = None, *, dataset: Optional[List[Dict]] = None
+):
+    """detectron2's inference loader over the clip mapper, TEST.PCSC.BATCH_SIZE key frames a batch.
+
+    Args:
+        cfg: the config.
+        dataset_name: a registered split (its dicts are loaded from the catalog) ...
+        dataset: ... or the dataset dicts themselves (e.g. the key frames still to run).
+    """
+    mapper = PCSCClipMapper(cfg, is_train=False)
+    batch_size = cfg.TEST.PCSC.BATCH_SIZE
+    if dataset is not None:
+        return build_detection_test_loader(
+            dataset, mapper=mapper, batch_size=batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=batch_size)
 
 
 def create_ddp_model_cpu_aware(model: nn.Module, **kwargs) -> nn.Module:
