@@ -8,6 +8,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import pcsc_d2  # noqa: F401
 from pcsc_d2.data import (
+    class_flip_permutation,
     clip_frame_indices,
     get_split_annotations,
     register_action_dataset,
@@ -102,3 +103,19 @@ def test_predefined_names_are_registered_lazily(monkeypatch, tmp_path):
         DatasetCatalog.get("jhmdb_test_split2")
     monkeypatch.delenv("DETECTRON2_DATASETS")
     register_pcsc_datasets()
+
+
+def test_class_flip_permutation(tiny_root):
+    # The synthetic set mirrors MoveRight <-> MoveLeft; the field's datasets mirror nothing.
+    assert MetadataCatalog.get("synthetic_train").class_flip_map == [("MoveRight", "MoveLeft")]
+    assert MetadataCatalog.get("ucf24_train").class_flip_map == []
+    assert class_flip_permutation(["ucf24_train"]) is None  # reads no GT file
+    register_action_dataset("tiny_flip", tiny_root, "gt.pkl", 1, True, class_flip_map=[("B", "A")])
+    register_action_dataset("tiny_noflip", tiny_root, "gt.pkl", 1, True)
+    register_action_dataset("tiny_bad", tiny_root, "gt.pkl", 1, True, class_flip_map=[("A", "C")])
+    assert class_flip_permutation(["tiny_flip"]) == [1, 0]
+    assert class_flip_permutation(["tiny_noflip"]) is None
+    with pytest.raises(ValueError, match="'C'.*gt.pkl"):
+        class_flip_permutation(["tiny_bad"])
+    with pytest.raises(ValueError, match="mirror their classes differently"):
+        class_flip_permutation(["tiny_flip", "tiny_noflip"])

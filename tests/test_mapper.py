@@ -67,6 +67,26 @@ def test_flip_mirrors_pixels_boxes_and_inverts_x_flow(clip_dict):
     assert (flow[1, :, 15, 50] == 100).all()
 
 
+def test_flip_swaps_mirrored_classes_only_when_flipping(clip_dict):
+    # Class 1 mirrors into class 0 (say MoveLeft -> MoveRight); class 2 is its own mirror.
+    flip_map = [1, 0, 2]
+    cfg = _cfg(1.0)
+    flipped = PCSCClipMapper(cfg, is_train=True)
+    flipping = PCSCClipMapper(
+        is_train=True, augmentations=flipped.augmentations, num_frames=K, class_flip_map=flip_map
+    )
+    assert flipped.class_flip_map is None  # no training dataset with mirrored classes
+    assert flipped(clip_dict)["instances"].gt_classes.tolist() == [1]
+    assert flipping(clip_dict)["instances"].gt_classes.tolist() == [0]
+    third = dict(clip_dict, annotations=[dict(clip_dict["annotations"][0], category_id=2)])
+    assert flipping(third)["instances"].gt_classes.tolist() == [2]
+    not_flipping = PCSCClipMapper(
+        is_train=True, augmentations=PCSCClipMapper(_cfg(0.0), is_train=True).augmentations,
+        num_frames=K, class_flip_map=flip_map,
+    )
+    assert not_flipping(clip_dict)["instances"].gt_classes.tolist() == [1]
+
+
 def test_errors_name_the_problem(clip_dict):
     mapper = PCSCClipMapper(_cfg(0.0), is_train=False)
     missing = dict(clip_dict, rgb_files=clip_dict["rgb_files"][:-1] + ["/no/such/frame.jpg"])

@@ -2,6 +2,7 @@
 synthetic dataset. Importing this registers the predefined datasets (lazily: nothing is read)."""
 from .annotations import SafeUnpickler, UnsafePickleError, load_annotations, save_annotations
 from .datasets import (
+    class_flip_permutation,
     clip_frame_indices,
     configure_pcsc_datasets,
     get_split_annotations,
@@ -17,6 +18,7 @@ __all__ = [
     "PCSCClipMapper",
     "SafeUnpickler",
     "UnsafePickleError",
+    "class_flip_permutation",
     "clip_frame_indices",
     "configure_pcsc_datasets",
     "get_split_annotations",

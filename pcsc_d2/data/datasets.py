@@ -18,7 +18,7 @@ inclusive pixels to XYXY_ABS by :func:`pcsc_d2.structures.gt_to_d2`, here and no
 """
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -27,9 +27,11 @@ from detectron2.structures import BoxMode
 from pcsc_d2.structures import gt_to_d2
 
 from .annotations import load_annotations
+from .synthetic import MIRRORED_CLASSES
 
 __all__ = [
     "LAYOUTS",
+    "class_flip_permutation",
     "clip_frame_indices",
     "configure_pcsc_datasets",
     "get_split_annotations",
@@ -56,6 +58,10 @@ _PREDEFINED = {
 for _s in (1, 2, 3):
     _PREDEFINED[f"jhmdb_train_split{_s}"] = ("jhmdb", "JHMDB-GT.pkl", "jhmdb", _s, True)
     _PREDEFINED[f"jhmdb_test_split{_s}"] = ("jhmdb", "JHMDB-GT.pkl", "jhmdb", _s, False)
+
+# folder -> pairs of classes that a horizontal flip turns into each other. UCF-101-24's and
+# J-HMDB-21's classes do not depend on left/right; the synthetic set's MoveRight/MoveLeft do.
+_CLASS_FLIP_MAPS = {"synthetic": MIRRORED_CLASSES}
 
 _GT_CACHE: Dict[str, tuple] = {}
 
@@ -188,8 +194,12 @@ def register_action_dataset(
     layout: str = "ucf",
     num_frames: int = 8,
     key_frame_stride: int = 1,
+    class_flip_map: Sequence[Tuple[str, str]] = (),
 ) -> None:
     """Register (or re-register) a split of an action dataset in DatasetCatalog/MetadataCatalog.
+
+    ``class_flip_map`` lists the pairs of class names that a horizontal flip turns into each
+    other (e.g. ("MoveRight", "MoveLeft")); the training mapper swaps their labels on a flip.
 
     Nothing is read now. The first DatasetCatalog.get(name) reads the GT file and sets
     ``thing_classes`` and ``gttubes`` (the split's per-video GT tubes) in the metadata; the
@@ -223,6 +233,7 @@ def register_action_dataset(
         dataset_root=root,
         layout=layout,
         evaluator_type="pcsc",
+        class_flip_map=[tuple(pair) for pair in class_flip_map],
     )
 
 
@@ -251,6 +262,42 @@ def get_split_annotations(dataset_name: str) -> Dict:
     }
 
 
+def class_flip_permutation(dataset_names: Sequence[str]) -> Optional[List[int]]:
+    """The label each class takes when a training clip is flipped horizontally.
+
+    Args:
+        dataset_names: the training datasets (their metadata's ``class_flip_map``).
+
+    Returns:
+        perm with perm[c] = the class that a mirrored action of class c shows, or None when a
+        flip keeps every class.
+
+    Raises:
+        ValueError: a pair names an unknown class, or the datasets disagree.
+    """
+    perms = set()
+    for name in dataset_names:
+        pairs = MetadataCatalog.get(name).get("class_flip_map", None) or []
+        if not pairs:
+            perms.add(None)
+            continue
+        labels = get_split_annotations(name)["labels"]
+        perm = list(range(len(labels)))
+        for a, b in pairs:
+            if a not in labels or b not in labels:
+                raise ValueError(
+                    f"dataset {name!r}: class_flip_map pair ({a!r}, {b!r}) names a class that "
+                    f"{MetadataCatalog.get(name).gt_file} does not have ({labels})"
+                )
+            i, j = labels.index(a), labels.index(b)
+            perm[i], perm[j] = j, i
+        perms.add(tuple(perm))
+    if len(perms) > 1:
+        raise ValueError(f"training datasets {list(dataset_names)} mirror their classes differently")
+    perm = perms.pop() if perms else None
+    return list(perm) if perm is not None else None
+
+
 def _default_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
@@ -270,6 +317,7 @@ def register_pcsc_datasets(
             layout,
             num_frames,
             train_stride if is_train else test_stride,
+            _CLASS_FLIP_MAPS.get(folder, ()),
         )
 
 

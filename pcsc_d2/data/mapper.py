@@ -2,7 +2,7 @@
 import copy
 import inspect
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -10,6 +10,8 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+
+from .datasets import class_flip_permutation
 
 __all__ = ["PCSCClipMapper", "read_clip", "read_frames"]
 
@@ -112,7 +114,8 @@ class PCSCClipMapper:
 
     One transform (resize, and at training time a horizontal flip) is sampled per clip and
     applied to every frame of both streams and to the key frame's boxes. A flip mirrors the
-    flow images too, and a mirrored x-flow changes sign: its channel c becomes 255 - c.
+    flow images too, and a mirrored x-flow changes sign: its channel c becomes 255 - c. A flip
+    also relabels the classes whose mirror image is another class (``class_flip_map``).
 
     Output dict::
 
@@ -122,14 +125,24 @@ class PCSCClipMapper:
     """
 
     @configurable
-    def __init__(self, *, is_train: bool, augmentations: List[T.Augmentation], num_frames: int):
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        augmentations: List[T.Augmentation],
+        num_frames: int,
+        class_flip_map: Optional[Sequence[int]] = None,
+    ):
         """
         Args:
             is_train: keep annotations and use the training augmentations.
             augmentations: detectron2 augmentations, sampled once per clip.
             num_frames: K; every dict must hold K rgb_files and K flow_files.
+            class_flip_map: on a horizontal flip, class c becomes ``class_flip_map[c]``
+                (see :func:`pcsc_d2.data.class_flip_permutation`); None keeps every class.
         """
         self.is_train = is_train
+        self.class_flip_map = list(class_flip_map) if class_flip_map is not None else None
         for aug in augmentations:
             if not _reads_image_only(aug):
                 raise ValueError(
@@ -150,7 +163,12 @@ class PCSCClipMapper:
             augs = [a for a in augs if not isinstance(a, T.RandomFlip)]
             if cfg.INPUT.FLIP_PROB > 0:
                 augs.append(T.RandomFlip(prob=cfg.INPUT.FLIP_PROB, horizontal=True))
-        return {"is_train": is_train, "augmentations": augs, "num_frames": cfg.INPUT.NUM_FRAMES}
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "num_frames": cfg.INPUT.NUM_FRAMES,
+            "class_flip_map": class_flip_permutation(cfg.DATASETS.TRAIN) if is_train else None,
+        }
 
     def _sample_transforms(self, height: int, width: int) -> T.TransformList:
         """Sample one transform per augmentation for a (height, width) clip, reading no pixels."""
@@ -186,7 +204,8 @@ class PCSCClipMapper:
                 f"{d['image_id']}: RGB clip {tuple(rgb.shape)} and flow clip {tuple(flow.shape)} "
                 "differ in size"
             )
-        if any(isinstance(t, T.HFlipTransform) for t in transforms.transforms):
+        flipped = any(isinstance(t, T.HFlipTransform) for t in transforms.transforms)
+        if flipped:
             np.subtract(255, flow[0], out=flow[0])  # mirrored x-flow changes sign
         h, w = rgb.shape[2:]
         d["rgb"] = torch.from_numpy(rgb)
@@ -195,5 +214,8 @@ class PCSCClipMapper:
             utils.transform_instance_annotations(a, transforms, (h, w))
             for a in d.pop("annotations", [])
         ]
+        if flipped and self.class_flip_map is not None:
+            for a in annos:
+                a["category_id"] = self.class_flip_map[a["category_id"]]
         d["instances"] = utils.annotations_to_instances(annos, (h, w))
         return d
