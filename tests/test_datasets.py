@@ -14,6 +14,7 @@ from pcsc_d2.data import (
     register_action_dataset,
     save_annotations,
 )
+from pcsc_d2.data.synthetic import CLASSES
 
 H, W = 24, 32
 
@@ -108,6 +109,7 @@ def test_predefined_names_are_registered_lazily(monkeypatch, tmp_path):
 def test_class_flip_permutation(tiny_root):
     # The synthetic set mirrors MoveRight <-> MoveLeft; the field's datasets mirror nothing.
     assert MetadataCatalog.get("synthetic_train").class_flip_map == [("MoveRight", "MoveLeft")]
+    assert {"MoveRight", "MoveLeft"} <= set(CLASSES)
     assert MetadataCatalog.get("ucf24_train").class_flip_map == []
     assert class_flip_permutation(["ucf24_train"]) is None  # reads no GT file
     register_action_dataset("tiny_flip", tiny_root, "gt.pkl", 1, True, class_flip_map=[("B", "A")])

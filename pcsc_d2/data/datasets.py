@@ -27,7 +27,6 @@ from detectron2.structures import BoxMode
 from pcsc_d2.structures import gt_to_d2
 
 from .annotations import load_annotations
-from .synthetic import MIRRORED_CLASSES
 
 __all__ = [
     "LAYOUTS",
@@ -61,7 +60,7 @@ for _s in (1, 2, 3):
 
 # folder -> pairs of classes that a horizontal flip turns into each other. UCF-101-24's and
 # J-HMDB-21's classes do not depend on left/right; the synthetic set's MoveRight/MoveLeft do.
-_CLASS_FLIP_MAPS = {"synthetic": MIRRORED_CLASSES}
+_CLASS_FLIP_MAPS = {"synthetic": [("MoveRight", "MoveLeft")]}
 
 _GT_CACHE: Dict[str, tuple] = {}
 

@@ -38,13 +38,13 @@ from pcsc_d2.utils.io import atomic_open, atomic_save_pickle
 
 from .flow import extract_flow_frames, list_frames, worker_pool
 
-__all__ = ["CLASSES", "MIRRORED_CLASSES", "SyntheticConfig", "generate_synthetic_dataset"]
+__all__ = ["CLASSES", "SyntheticConfig", "generate_synthetic_dataset"]
 
 logger = logging.getLogger(__name__)
 
+# A mirrored MoveRight is a MoveLeft: the dataset's registration (pcsc_d2.data.datasets) tells
+# the training mapper to swap the two on a horizontal flip.
 CLASSES = ["MoveRight", "MoveLeft", "Jump", "Circle", "Shake"]
-# A horizontally mirrored MoveRight is a MoveLeft (and back): a training flip must swap them.
-MIRRORED_CLASSES = [("MoveRight", "MoveLeft")]
 GT_FILE = "synthetic-GT.pkl"
 _PALETTE = np.array(
     [[200, 80, 60], [60, 120, 200], [80, 170, 90], [210, 180, 70], [150, 90, 170], [230, 130, 40]],
