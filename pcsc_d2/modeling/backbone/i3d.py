@@ -89,15 +89,20 @@ def tf_same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _pad_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
-    """Pad a (N, C, T, H, W) tensor for a 'SAME' conv/pool with this kernel and stride."""
-    pads = []
-    for dim, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
-        pads.extend(tf_same_padding(dim, k, s))
-    if not any(pads):
-        return x
-    # Zero padding is also right for max-pooling here: every pooled input follows a ReLU.
-    return F.pad(x, pads)
+def _same_padding(
+    x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]
+) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """TF 'SAME' padding of a (N, C, T, H, W) tensor for this kernel and stride.
+
+    Returns:
+        (symmetric, pads): ``symmetric`` is the per-dimension (T, H, W) padding when every
+        dimension pads equally on both sides (the case of all stride-1 layers), else ();
+        ``pads`` is the F.pad argument (last dimension first).
+    """
+    per_dim = [tf_same_padding(n, k, s) for n, k, s in zip(x.shape[2:], kernel, stride)]
+    symmetric = tuple(b for b, _ in per_dim) if all(b == a for b, a in per_dim) else ()
+    pads = tuple(p for pair in reversed(per_dim) for p in pair)
+    return symmetric, pads
 
 
 class FrozenBatchNorm3d(nn.Module):
@@ -111,9 +116,13 @@ class FrozenBatchNorm3d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_shift(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(scale (C,), shift (C,)) with forward(x) = x * scale + shift per channel."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_shift()
         return x * scale.view(1, -1, 1, 1, 1) + shift.view(1, -1, 1, 1, 1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -144,7 +153,12 @@ class FrozenBatchNorm3d(nn.Module):
 
 
 class Unit3D(nn.Module):
-    """Conv3d (no bias, TF 'SAME') -> BN (eps 1e-3) -> ReLU."""
+    """Conv3d (no bias, TF 'SAME') -> BN (eps 1e-3) -> ReLU.
+
+    A frozen BN is folded into the convolution (weight * scale, bias = shift), and a symmetric
+    'SAME' padding is left to the convolution: the same result without two passes over the
+    activations (the BN's multiply-add and a padded copy).
+    """
 
     def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), norm: str = "BN"):
         super().__init__()
@@ -160,7 +174,17 @@ class Unit3D(nn.Module):
             raise ValueError(f"I3D norm must be 'BN' or 'FrozenBN', got {norm!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(_pad_same(x, self.kernel, self.stride))))
+        symmetric, pads = _same_padding(x, self.kernel, self.stride)
+        if not symmetric and any(pads):
+            x = F.pad(x, pads)
+        padding = symmetric or 0
+        if isinstance(self.bn, FrozenBatchNorm3d):
+            scale, shift = self.bn.scale_shift()
+            weight = self.conv.weight * scale.view(-1, 1, 1, 1, 1)
+            y = F.conv3d(x, weight, shift, self.stride, padding)
+        else:
+            y = self.bn(F.conv3d(x, self.conv.weight, None, self.stride, padding))
+        return F.relu(y, inplace=True)
 
 
 class MaxPool3dSame(nn.Module):
@@ -171,7 +195,11 @@ class MaxPool3dSame(nn.Module):
         self.kernel, self.stride = tuple(kernel), tuple(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool3d(_pad_same(x, self.kernel, self.stride), self.kernel, self.stride)
+        symmetric, pads = _same_padding(x, self.kernel, self.stride)
+        if symmetric:
+            # Implicit padding counts as -inf, explicit as 0: the same here (inputs are >= 0).
+            return F.max_pool3d(x, self.kernel, self.stride, symmetric)
+        return F.max_pool3d(F.pad(x, pads) if any(pads) else x, self.kernel, self.stride)
 
 
 class InceptionBlock(nn.Module):
