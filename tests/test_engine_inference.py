@@ -116,11 +116,13 @@ def test_batched_inference_matches_one_key_frame_at_a_time(setup):
     meta = MetadataCatalog.get(DATASET)
     dicts = load_action_dataset(meta.dataset_root, meta.gt_file, 1, True, "ucf", 4, 3,
                                 annotated_only=False)[:5]
-    batched_cfg = cfg.clone()
+    single_cfg, batched_cfg = cfg.clone(), cfg.clone()
+    single_cfg.TEST.PCSC.BATCH_SIZE = 1
     batched_cfg.TEST.PCSC.BATCH_SIZE = 3
     model.eval()
     with torch.no_grad():
-        singles = [model(b)[0]["instances"] for b in build_pcsc_test_loader(cfg, dataset=dicts)]
+        singles = [model(b)[0]["instances"]
+                   for b in build_pcsc_test_loader(single_cfg, dataset=dicts)]
         batches = list(build_pcsc_test_loader(batched_cfg, dataset=dicts))
         assert [len(b) for b in batches] == [3, 2]
         batched = [out["instances"] for b in batches for out in model(b)]
