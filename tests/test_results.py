@@ -53,3 +53,15 @@ def test_each_claim_fails_when_its_figures_say_so():
         "feature cooperation helps at every stage 1..4": False,  # t=1: 29.0 < 29.5
         "TR raises video_mAP@0.5": False,  # 8.0 < 10.0
     }
+
+
+def test_has_metrics_looks_below_the_folder(tmp_path):
+    from pcsc_d2.evaluation.results import find_metrics, has_metrics
+
+    assert not has_metrics(str(tmp_path / "missing"))
+    nested = tmp_path / "eval" / "inference" / "synthetic_test"
+    nested.mkdir(parents=True)
+    assert not has_metrics(str(tmp_path / "eval"))
+    (nested / "pcsc_metrics.json").write_text('{"frame_mAP@0.5": 12.5}')
+    assert has_metrics(str(tmp_path / "eval"))
+    assert find_metrics(str(tmp_path / "eval")) == {"frame_mAP@0.5": 12.5}

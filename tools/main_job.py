@@ -97,7 +97,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    from pcsc_d2.evaluation.results import find_metrics, markdown_table, metrics_row
+    from pcsc_d2.evaluation.results import find_metrics, has_metrics, markdown_table, metrics_row
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
     py, cfg_file, out = sys.executable, args.config_file, os.path.abspath(args.output)
@@ -109,10 +109,11 @@ def main() -> None:
     timings: Dict[str, float] = {}
     start = time.time()
 
-    def step(name: str, done_file: str, action) -> None:
+    def step(name: str, done: str, action) -> None:
+        """Run ``action`` unless ``done`` (a file, or a folder holding metrics) exists."""
         t0 = time.time()
-        if os.path.isfile(done_file):
-            logger.info("step %s: %s exists, skipped", name, done_file)
+        if os.path.isfile(done) or (os.path.isdir(done) and has_metrics(done)):
+            logger.info("step %s: %s exists, skipped", name, done)
         else:
             logger.info("step %s", name)
             action()
@@ -122,7 +123,7 @@ def main() -> None:
         [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0"]))
     step("weights", WEIGHTS, lambda: run(
         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
-    step("eval_untrained", os.path.join(untrained, "pcsc_metrics.json"),
+    step("eval_untrained", untrained,
          lambda: evaluate_untrained(cfg_file, untrained))
     step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(
         [py, "train_net.py", "--config-file", cfg_file, "--resume", "OUTPUT_DIR", pcsc,
@@ -130,7 +131,7 @@ def main() -> None:
     step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
         [py, "tools/train_actionness.py", "--config-file", cfg_file, "OUTPUT_DIR", tr,
          "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))
-    step("evaluate", os.path.join(evaluation, "pcsc_metrics.json"), lambda: run(
+    step("evaluate", evaluation, lambda: run(
         [py, "train_net.py", "--config-file", cfg_file, "--eval-only", "OUTPUT_DIR", evaluation,
          "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
          "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"]))

@@ -19,6 +19,7 @@ from typing import Dict, List
 from pcsc_d2.evaluation.results import (
     check_paper_claims,
     find_metrics,
+    has_metrics,
     markdown_table,
     metrics_row,
 )
@@ -64,7 +65,7 @@ def main() -> None:
         for t in stages:
             tag = name if t is None else f"{name}_stage{t}"
             ev = os.path.join(out, "eval" if t is None else f"eval_stage{t}")
-            if not os.path.isfile(os.path.join(ev, "pcsc_metrics.json")):
+            if not has_metrics(ev):
                 extra = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
                 run([py, "train_net.py", *base, "--eval-only", *common, *extra, "OUTPUT_DIR", ev,
                      "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
@@ -75,7 +76,7 @@ def main() -> None:
         run([py, "tools/train_actionness.py", "--config-file", VARIANTS["pcsc"], *args.opts,
              "OUTPUT_DIR", tr_out, "MODEL.WEIGHTS", os.path.join(pcsc_out, "model_final.pth")])
     ev = os.path.join(tr_out, "eval")
-    if not os.path.isfile(os.path.join(ev, "pcsc_metrics.json")):
+    if not has_metrics(ev):
         run([py, "train_net.py", "--config-file", VARIANTS["pcsc"], "--eval-only", *args.opts,
              "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr_out, "model_tr.pth"),
              "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])

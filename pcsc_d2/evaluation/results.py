@@ -8,6 +8,7 @@ __all__ = [
     "check_paper_claims",
     "find_metrics",
     "find_results_dir",
+    "has_metrics",
     "markdown_table",
     "metrics_row",
 ]
@@ -28,6 +29,19 @@ def find_results_dir(folder: str) -> str:
         if "pcsc_metrics.json" in files:
             return dirpath
     raise FileNotFoundError(f"no pcsc_metrics.json under {folder}")
+
+
+def has_metrics(folder: str) -> bool:
+    """Whether a ``pcsc_metrics.json`` lies under ``folder`` (an evaluation that finished).
+
+    train_net.py's evaluator writes into ``OUTPUT_DIR/inference/<dataset>/``; tools that skip
+    finished evaluations look for the file anywhere below the folder they passed.
+    """
+    try:
+        find_results_dir(folder)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def find_metrics(folder: str) -> Dict:
