@@ -112,7 +112,7 @@ def main() -> None:
     def step(name: str, done: str, action) -> None:
         """Run ``action`` unless ``done`` (a file, or a folder holding metrics) exists."""
         t0 = time.time()
-        if os.path.isfile(done) or (os.path.isdir(done) and has_metrics(done)):
+        if os.path.isfile(done) or has_metrics(done):
             logger.info("step %s: %s exists, skipped", name, done)
         else:
             logger.info("step %s", name)
