@@ -70,3 +70,20 @@ def test_resume_and_eval_only_errors(datasets_root, tmp_path):
                             "OUTPUT_DIR", str(tmp_path / "e2"))
     assert mismatched.returncode != 0
     assert "does not match the model" in mismatched.stderr and "model_final.pth" in mismatched.stderr
+
+
+def test_fixed_seed_reproduces_the_model(datasets_root, tmp_path):
+    """Same SEED, same command: bit-identical weights (CPU); another seed: other weights."""
+    import torch
+
+    def train(name, seed):
+        out = str(tmp_path / name)
+        proc = _train_net(datasets_root, "SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0",
+                          "DATASETS.TEST", "()", "SEED", str(seed), "OUTPUT_DIR", out)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return torch.load(os.path.join(out, "model_final.pth"), map_location="cpu")["model"]
+
+    first, again, other = train("a", 5), train("b", 5), train("c", 6)
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
