@@ -41,11 +41,13 @@ def evaluate_untrained(config_file: str, output_dir: str) -> None:
     """Evaluate the model as initialised for training (I3D weights, random heads)."""
     from detectron2.evaluation import inference_on_dataset
     from detectron2.modeling import build_model
+    from detectron2.utils.env import seed_all_rng
 
     from pcsc_d2.engine import PCSCCheckpointer, build_pcsc_test_loader, get_pcsc_cfg
     from pcsc_d2.evaluation import PCSCEvaluator
 
     cfg = get_pcsc_cfg(config_file, ["OUTPUT_DIR", output_dir])
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # reproducible random heads
     model = build_model(cfg)
     PCSCCheckpointer(model).load(WEIGHTS)
     model.eval()
