@@ -12,7 +12,8 @@ stopped (training itself resumes from its last checkpoint):
 4. train PCSC (``train_net.py``);
 5. train the actionness classifiers of temporal refinement (``tools/train_actionness.py``);
 6. evaluate, with and without TR (``train_net.py --eval-only``);
-7. write results.md / results.json and tubes.gif (test tubes drawn on a test video).
+7. write results.md / results.json, tubes.gif (test tubes drawn on two test videos) and
+   tubes.png (a few of its frames).
 """
 import argparse
 import json
@@ -56,13 +57,22 @@ def evaluate_untrained(config_file: str, output_dir: str) -> None:
     inference_on_dataset(model, build_pcsc_test_loader(cfg, name), evaluator)
 
 
-def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: int = 2) -> None:
-    """Draw the highest-scoring test tubes (and the GT) on a couple of test videos, as a GIF."""
+def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: int = 2,
+                 sheet_frames: int = 4) -> None:
+    """Draw the confident test tubes (and the GT) on a couple of test videos: a GIF at
+    ``out_path`` and, next to it (.png), a sheet of ``sheet_frames`` evenly spaced frames per
+    video."""
     import cv2
+    import numpy as np
 
     from pcsc_d2.data import load_annotations
     from pcsc_d2.evaluation.results import find_results_dir
-    from pcsc_d2.utils.visualize import draw_boxes, tube_boxes_by_frame, write_video
+    from pcsc_d2.utils.visualize import (
+        draw_boxes,
+        tube_boxes_by_frame,
+        write_contact_sheet,
+        write_video,
+    )
 
     eval_dir = find_results_dir(eval_dir)
 
@@ -73,7 +83,7 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
         tubes = [t for t in json.load(f) if t["score"] >= 0.3]
     gt = load_annotations(os.path.join(dataset_root, "synthetic-GT.pkl"))
     videos = gt["test_videos"][0][:max_videos]
-    frames = []
+    frames, sheet = [], []
     for video in videos:
         per_frame = tube_boxes_by_frame(t for t in tubes if t["video"] == video)
         gt_by_frame: Dict[int, list] = {}
@@ -88,7 +98,11 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
             items = [dict(d, box=d["box"] * 2) for d in per_frame.get(i, [])]
             gt_boxes = [b * 2 for b in gt_by_frame.get(i, [])]
             frames.append(draw_boxes(image, items, gt["labels"], gt_boxes or None))
+        n = gt["nframes"][video]
+        picks = np.linspace(0.1 * n, 0.9 * n, sheet_frames).round().astype(int)
+        sheet.append([frames[len(frames) - n + i] for i in picks])
     write_video(frames, out_path, fps=8)
+    write_contact_sheet(sheet, os.path.splitext(out_path)[0] + ".png")
 
 
 def main() -> None:
@@ -137,7 +151,7 @@ def main() -> None:
         [py, "train_net.py", "--config-file", cfg_file, "--eval-only", "OUTPUT_DIR", evaluation,
          "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
          "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"]))
-    step("render", os.path.join(out, "tubes.gif"), lambda: render_tubes(
+    step("render", os.path.join(out, "tubes.png"), lambda: render_tubes(
         evaluation, synth, os.path.join(out, "tubes.gif")))
 
     trained = find_metrics(evaluation)

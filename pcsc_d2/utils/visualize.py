@@ -10,7 +10,7 @@ from PIL import Image
 
 from .io import atomic_open, give_default_permissions
 
-__all__ = ["draw_boxes", "tube_boxes_by_frame", "write_video"]
+__all__ = ["draw_boxes", "tube_boxes_by_frame", "write_contact_sheet", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +117,18 @@ def write_video(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> N
     else:
         raise ValueError(f"write_video({path!r}): unsupported extension {ext!r} (gif, mp4, avi)")
     logger.info("Wrote %d frames to %s", len(frames), path)
+
+
+def write_contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: str) -> None:
+    """Tile images into one PNG (one row per sequence, left to right), atomically.
+
+    Args:
+        rows: R sequences of C (H, W, 3) uint8 RGB images, all the same size.
+        path: the .png to write.
+    """
+    if not rows or any(len(r) != len(rows[0]) or not r for r in rows):
+        raise ValueError(f"write_contact_sheet({path!r}): needs rows of equal, non-zero length")
+    sheet = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(sheet).save(f, format="PNG")
+    logger.info("Wrote a %dx%d contact sheet to %s", len(rows), len(rows[0]), path)
