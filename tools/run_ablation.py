@@ -117,12 +117,11 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
             ys = [rows[f"{name}_stage{t}"][metric] for t in range(5)]
             ax.plot(range(5), ys, marker="o", label=label)
         for name, style in (("late_fusion", "--"), ("rgb_only", ":"), ("flow_only", "-.")):
-            ax.axhline(rows[name][metric], ls=style, c="gray", lw=1)
-            ax.text(4.05, rows[name][metric], name, fontsize=7, va="center")
+            ax.axhline(rows[name][metric], ls=style, c="gray", lw=1, label=name)
         ax.set_xlabel("stages used at test (0 = each stream alone, fused)")
         ax.set_ylabel(metric + " (%)")
         ax.set_xticks(range(5))
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     with atomic_open(os.path.join(folder, "ablation.png"), "wb") as f:
         fig.savefig(f, format="png", dpi=120)
