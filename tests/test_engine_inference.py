@@ -110,6 +110,13 @@ def test_train_actionness_writes_a_checkpoint_with_a_trained_head(setup, tmp_pat
     assert head.keys() == before.keys()
     assert any(not torch.equal(head[k], before[k]) for k in before)
 
+    # Whatever the global RNG did in between, the same command trains the same head.
+    torch.manual_seed(123)
+    torch.rand(100)
+    again = torch.load(train_actionness(cfg, model, DATASET, str(tmp_path / "again")),
+                       map_location="cpu", weights_only=False)["model"]
+    assert all(torch.equal(again["actionness_head." + k], head[k]) for k in head)
+
 
 def test_batched_inference_matches_one_key_frame_at_a_time(setup):
     cfg, model = setup

@@ -123,6 +123,9 @@ def load_actionness_samples(folder: str, videos: List[str]) -> Dict[str, np.ndar
 def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
     """Extract samples (resumable), train ``model.actionness_head``, save the checkpoint.
 
+    The head is re-initialised from ``cfg.SEED`` (0 when negative) first, so the same samples
+    and config give the same classifiers.
+
     Args:
         cfg: the config; MODEL.PCSC.ACTIONNESS.ENABLED and OUTPUT_FEATURES must be on.
         model: the detector with its trained weights loaded and an actionness head.
@@ -145,14 +148,19 @@ def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
         raise RuntimeError(
             "TR: the detector produced no tube on the training videos; train the detector first"
         )
+    # The head starts from the seed, whatever the caller's RNG did before: same samples, same
+    # config, same classifiers.
+    seed = cfg.SEED if cfg.SEED >= 0 else 0
+    head = model.actionness_head
+    head.reset_parameters(torch.Generator(device=head.weight.device).manual_seed(seed))
     train_actionness_classifiers(
-        model.actionness_head,
+        head,
         samples["features"],
         samples["classes"],
         samples["labels"],
         iters=cfg.TUBES.REFINE.TRAIN_ITERS,
         lr=cfg.TUBES.REFINE.TRAIN_LR,
-        seed=cfg.SEED if cfg.SEED >= 0 else 0,
+        seed=seed,
     )
     PCSCCheckpointer(model, output_dir).save("model_tr")
     return os.path.join(output_dir, "model_tr.pth")

@@ -9,6 +9,7 @@ produced it, ``Instances.features``). The detector stays frozen while these are 
 """
 import logging
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -46,13 +47,22 @@ class PCSCActionnessHead(nn.Module):
         self.hidden_dim = hidden_dim
         width = hidden_dim if hidden_dim > 0 else in_dim
         if hidden_dim > 0:
-            bound = 1.0 / math.sqrt(in_dim)
             self.hidden_weight = nn.Parameter(torch.empty(in_dim, num_classes * hidden_dim))
-            self.hidden_bias = nn.Parameter(torch.zeros(num_classes * hidden_dim))
-            nn.init.uniform_(self.hidden_weight, -bound, bound)
+            self.hidden_bias = nn.Parameter(torch.empty(num_classes * hidden_dim))
         self.weight = nn.Parameter(torch.empty(num_classes, width))
-        self.bias = nn.Parameter(torch.zeros(num_classes))
-        nn.init.normal_(self.weight, std=0.01)
+        self.bias = nn.Parameter(torch.empty(num_classes))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
+        """(Re)initialise the classifiers: uniform(+-1/sqrt(D)) hidden weights, N(0, 0.01^2)
+        output weights, zero biases; ``generator`` makes it reproducible."""
+        with torch.no_grad():
+            if self.hidden_dim > 0:
+                bound = 1.0 / math.sqrt(self.hidden_weight.shape[0])
+                self.hidden_weight.uniform_(-bound, bound, generator=generator)
+                self.hidden_bias.zero_()
+            self.weight.normal_(0.0, 0.01, generator=generator)
+            self.bias.zero_()
 
     @classmethod
     def from_config(cls, cfg, in_dim: int):
