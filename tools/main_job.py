@@ -85,6 +85,7 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
     videos = gt["test_videos"][0][:max_videos]
     frames, sheet = [], []
     for video in videos:
+        video_frames = []
         per_frame = tube_boxes_by_frame(t for t in tubes if t["video"] == video)
         gt_by_frame: Dict[int, list] = {}
         for per_label in gt["gttubes"].get(video, {}).values():
@@ -97,10 +98,11 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
             image = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
             items = [dict(d, box=d["box"] * 2) for d in per_frame.get(i, [])]
             gt_boxes = [b * 2 for b in gt_by_frame.get(i, [])]
-            frames.append(draw_boxes(image, items, gt["labels"], gt_boxes or None))
-        n = gt["nframes"][video]
+            video_frames.append(draw_boxes(image, items, gt["labels"], gt_boxes or None))
+        n = len(video_frames)
         picks = np.linspace(0.1 * n, 0.9 * n, sheet_frames).round().astype(int)
-        sheet.append([frames[len(frames) - n + i] for i in picks])
+        sheet.append([video_frames[i] for i in picks])
+        frames += video_frames
     write_video(frames, out_path, fps=8)
     write_contact_sheet(sheet, os.path.splitext(out_path)[0] + ".png")
 

@@ -293,8 +293,8 @@ def class_flip_permutation(dataset_names: Sequence[str]) -> Optional[List[int]]:
         perms.add(tuple(perm))
     if len(perms) > 1:
         raise ValueError(f"training datasets {list(dataset_names)} mirror their classes differently")
-    perm = perms.pop() if perms else None
-    return list(perm) if perm is not None else None
+    perm = next(iter(perms), None)
+    return None if perm is None else list(perm)
 
 
 def _default_root() -> str:
