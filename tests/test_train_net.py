@@ -87,3 +87,20 @@ def test_fixed_seed_reproduces_the_model(datasets_root, tmp_path):
     assert first.keys() == again.keys() == other.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_periodic_evaluation_tensorboard_and_json_metrics(datasets_root, tmp_path):
+    """TEST.EVAL_PERIOD 2 over 4 iterations: an evaluation after iteration 2 and at the end,
+    both logged to metrics.json; TensorBoard events and checkpoints are written."""
+    out = str(tmp_path / "periodic")
+    proc = _train_net(datasets_root, "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2",
+                      "DATASETS.TEST_KEY_FRAME_STRIDE", "4", "OUTPUT_DIR", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    evals = [r for r in rows if "pcsc/frame_mAP@0.5" in r]
+    assert len(evals) == 2 and evals[0]["iteration"] == 1  # 0-based: after the 2nd iteration
+    assert all(0.0 <= r["pcsc/frame_mAP@0.5"] <= 100.0 for r in evals)
+    files = os.listdir(out)
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    assert "model_final.pth" in files
