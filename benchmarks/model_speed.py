@@ -1,28 +1,53 @@
-"""Speed and peak memory of the PCSC detector: training iterations/s and inference key frames/s.
+"""Speed of the PCSC detector against the machine's own limit.
 
-Random uint8 clips (K frames at HxW, both streams) with one GT box per key frame; the model is
-randomly initialised (speed does not depend on the weights). Each measurement runs in a fresh
-process so that the CPU peak (ru_maxrss) belongs to it alone.
+Prints, in one run:
+- the machine's matrix-multiply peak (fp32, and bf16 where the device has it) on the same
+  threads or GPU: the yardstick;
+- the model's multiply-adds per key frame by component (fvcore, traced), at inference and for
+  a training step (forward + an estimated backward);
+- training and inference key frames/s, peak memory, achieved GFLOP/s and its fraction of the
+  fp32 peak; with ``--compare REV`` the same measurements of the code at git revision REV,
+  interleaved with the working tree's in the same run, and the speed-up;
+- with ``--kernels``, where the time goes and how fast the convolution and GEMM kernels run.
 
-    python benchmarks/model_speed.py                     # CPU, K=8 at 240x320, T = 0 and 4
-    python benchmarks/model_speed.py --device cuda       # GPU, bf16 autocast
-    python benchmarks/model_speed.py --profile --stages 4 --iters 3
-    python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \
-        --width 160 --batch 2 --stages 4            # seconds per iteration of the synthetic run
+Random uint8 clips (K frames at HxW, both streams), one GT box per key frame, a randomly
+initialised model unless ``--weights`` is given. A randomly initialised model sends few boxes
+to the cooperation stages (its scores stay under MODEL.PCSC.COOP_SCORE_THRESH), so its stages
+t >= 1 cost little; ``--coop-all`` passes every box on, the upper bound of a trained model.
+Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its own.
+
+    python benchmarks/model_speed.py                       # CPU, K=8 at 240x320, T = 0 and 4
+    python benchmarks/model_speed.py --stages 4 --compare HEAD~5 --repeats 3
+    python benchmarks/model_speed.py --kernels --stages 4
+    python benchmarks/model_speed.py --device cuda --batch 8           # GPU, bf16 autocast
+    python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \\
+        --width 160 --batch 2 --stages 4                  # seconds per iteration of make run
 """
 import argparse
 import multiprocessing as mp
 import os
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from typing import Dict, Optional
 
 import torch
 
-_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "Base-PCSC.yaml")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_BASE = os.path.join("configs", "Base-PCSC.yaml")
+_CONV_OPS = ("conv", "mkldnn_convolution")
+_GEMM_OPS = ("linear", "addmm", "matmul", "mm", "bmm", "einsum")
 
 
-def _build(args, num_stages: int):
+def _use_tree(tree: str) -> None:
+    """Import pcsc_d2 from ``tree`` (a checkout of another revision) in this process."""
+    sys.path.insert(0, tree)
+
+
+def _build(args, num_stages: int, tree: str):
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
@@ -31,14 +56,20 @@ def _build(args, num_stages: int):
 
     cfg = get_cfg()
     add_pcsc_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    if args.config_file == _CONFIG:
+    cfg.merge_from_file(os.path.join(tree, args.config_file))
+    if args.config_file == _BASE:
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = 24  # UCF-101-24's head
-
     cfg.MODEL.PCSC.NUM_STAGES = num_stages
     cfg.MODEL.DEVICE = args.device
+    if args.coop_all:
+        cfg.MODEL.PCSC.COOP_SCORE_THRESH = -1.0
     torch.manual_seed(0)
-    return build_model(cfg)
+    model = build_model(cfg)
+    if args.weights:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(args.weights)
+    return model
 
 
 def _inputs(args):
@@ -68,12 +99,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _measure(args, num_stages: int, mode: str, queue) -> None:
-    from detectron2.utils.events import EventStorage
-
-    torch.set_num_threads(args.threads)
-    model = _build(args, num_stages)
-    inputs = _inputs(args)
+def _step_fn(args, model, inputs, mode: str):
     cuda = args.device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and not args.fp32)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -89,6 +115,19 @@ def _measure(args, num_stages: int, mode: str, queue) -> None:
             with torch.no_grad(), autocast:
                 model(inputs)
 
+    return step
+
+
+def _measure(args, num_stages: int, mode: str, tree: str, queue) -> None:
+    """Child process: key frames/s and peak memory of one (T, mode, code) measurement."""
+    _use_tree(tree)
+    from detectron2.utils.events import EventStorage
+
+    torch.set_num_threads(args.threads)
+    model = _build(args, num_stages, tree)
+    inputs = _inputs(args)
+    step = _step_fn(args, model, inputs, mode)
+    cuda = args.device.startswith("cuda")
     model.train(mode == "train")
     with EventStorage():
         for _ in range(args.warmup):
@@ -96,17 +135,6 @@ def _measure(args, num_stages: int, mode: str, queue) -> None:
         _sync(args.device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-            with profile(activities=acts) as prof:
-                for _ in range(args.iters):
-                    step()
-                _sync(args.device)
-            key = "cuda_time_total" if cuda else "cpu_time_total"
-            print(f"--- profile: T={num_stages} {mode} ---")
-            print(prof.key_averages().table(sort_by=key, row_limit=args.profile_rows))
         start = time.perf_counter()
         for _ in range(args.iters):
             step()
@@ -119,9 +147,139 @@ def _measure(args, num_stages: int, mode: str, queue) -> None:
     queue.put((args.iters * args.batch / elapsed, peak))
 
 
+def _count(args, num_stages: int, queue) -> None:
+    """Child process: MACs per key frame by component, inference and training."""
+    from detectron2.utils.events import EventStorage
+
+    from pcsc_d2.utils.flops import component_macs, model_macs, training_macs
+
+    model = _build(args, num_stages, ROOT)
+    inputs = _inputs(args)
+    model.eval()
+    infer = model_macs(model, inputs)
+    model.train()
+    with EventStorage():
+        train = model_macs(model, inputs)
+    by_op = {k: v / args.batch for k, v in _macs_by_operator(model, inputs).items()}
+    queue.put(
+        (
+            {k: v / args.batch for k, v in component_macs(infer).items()},
+            training_macs(model, train) / args.batch,
+            by_op,
+        )
+    )
+
+
+def _macs_by_operator(model, inputs) -> Dict[str, float]:
+    """Inference MACs by operator class ("conv", "gemm", "other") for the kernel table."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from pcsc_d2.utils import flops
+
+    model.eval()
+    wrapper = flops._StreamsAsArgs(model, inputs, model.streams)
+    clips = tuple(x[s] for s in model.streams for x in inputs)
+    with torch.no_grad():
+        analysis = FlopCountAnalysis(wrapper, clips)
+        analysis.set_op_handle("aten::mkldnn_convolution", flops._onednn_conv_macs)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        ops = analysis.by_operator()
+    out = {"conv": 0.0, "gemm": 0.0, "other": 0.0}
+    for op, macs in ops.items():
+        kind = "conv" if op in _CONV_OPS else "gemm" if op in _GEMM_OPS else "other"
+        out[kind] += macs
+    return out
+
+
+def _matmul_peak(args, queue) -> None:
+    """Child process: best GFLOP/s of a 2048^3 matrix product, fp32 and bf16."""
+    torch.set_num_threads(args.threads)
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, device=args.device, dtype=dtype)
+        b = torch.randn(2048, 2048, device=args.device, dtype=dtype)
+        try:
+            a @ b
+        except RuntimeError:  # bf16 matmul missing on this device
+            continue
+        best = float("inf")
+        for _ in range(5):
+            _sync(args.device)
+            t = time.perf_counter()
+            a @ b
+            _sync(args.device)
+            best = min(best, time.perf_counter() - t)
+        out[str(dtype).split(".")[1]] = 2 * 2048**3 / best / 1e9
+    queue.put(out)
+
+
+def _kernels(args, num_stages: int, queue) -> None:
+    """Child process: profiler self-time by kernel class at inference."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(args.threads)
+    model = _build(args, num_stages, ROOT)
+    inputs = _inputs(args)
+    model.eval()
+    step = _step_fn(args, model, inputs, "inference")
+    step()
+    cuda = args.device.startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(args.iters):
+            step()
+        _sync(args.device)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    total = sum(getattr(e, attr) for e in events)
+    kinds = {"conv": 0.0, "gemm": 0.0}
+    for e in events:
+        name = e.key.lower()
+        if "conv" in name and "backward" not in name:
+            kinds["conv"] += getattr(e, attr)
+        elif any(k in name for k in ("addmm", "::mm", "gemm", "matmul")):
+            kinds["gemm"] += getattr(e, attr)
+    top = sorted(events, key=lambda e: -getattr(e, attr))[: args.profile_rows]
+    queue.put(
+        (
+            {k: v / 1e6 / args.iters for k, v in kinds.items()},
+            total / 1e6 / args.iters,
+            [(e.key, getattr(e, attr) / max(total, 1)) for e in top],
+        )
+    )
+
+
+def _run(ctx, target, *a):
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*a, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode != 0:
+        sys.exit(f"{target.__name__}{a[1:]} failed (exit code {proc.exitcode})")
+    return result
+
+
+def _checkout(rev: str) -> str:
+    """A temporary copy of the repository's files at ``rev`` (git archive; no worktree)."""
+    folder = tempfile.mkdtemp(prefix="pcsc_compare_")
+    archive = subprocess.run(
+        ["git", "-C", ROOT, "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
+
+
+def _print_macs(num_stages: int, parts: Dict[str, float], train: float) -> None:
+    print(f"\nMultiply-adds per key frame, T={num_stages} (GMAC; 1 MAC = 2 FLOP):")
+    print("  " + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in parts.items()))
+    print(f"  training step (forward + estimated backward): {train / 1e9:.1f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", default=_CONFIG, help="default: configs/Base-PCSC.yaml")
+    parser.add_argument("--config-file", default=_BASE, help="relative to the repository root")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 4], help="NUM_STAGES")
     parser.add_argument("--frames", type=int, default=8, help="K")
@@ -130,10 +288,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="key frames per iteration")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="measurements per row (best kept)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
-    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
-    parser.add_argument("--profile-rows", type=int, default=25)
+    parser.add_argument("--weights", default="", help="a checkpoint instead of random weights")
+    parser.add_argument("--coop-all", action="store_true", help="pass every box to stages t>0")
+    parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
+    parser.add_argument("--modes", nargs="+", default=["train", "inference"])
+    parser.add_argument("--no-flops", action="store_true", help="skip the multiply-add count")
+    parser.add_argument("--kernels", action="store_true", help="profile the kernels")
+    parser.add_argument("--profile-rows", type=int, default=12)
     args = parser.parse_args(argv)
 
     ctx = mp.get_context("spawn")
@@ -141,21 +305,67 @@ def main(argv=None) -> None:
     precision = "bf16 autocast" if cuda and not args.fp32 else "fp32"
     name = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
     print(
-        f"PCSC model speed on {name} ({precision}); K={args.frames} at "
-        f"{args.height}x{args.width}, batch {args.batch}, {args.iters} timed iterations"
+        f"PCSC model speed on {name} ({precision}); K={args.frames} at {args.height}x{args.width},"
+        f" batch {args.batch}, {args.iters} timed iterations x {args.repeats}; {args.config_file}"
     )
-    peak_name = "peak GPU memory (GiB)" if cuda else "peak RSS (GiB)"
-    print(f"{'T':>3} {'mode':>9} {'key frames/s':>13} {peak_name:>22}")
-    for num_stages in args.stages:
-        for mode in ("train", "inference"):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_measure, args=(args, num_stages, mode, queue))
-            proc.start()
-            proc.join()
-            if proc.exitcode != 0:
-                sys.exit(f"measurement T={num_stages} {mode} failed (exit code {proc.exitcode})")
-            rate, peak = queue.get()
-            print(f"{num_stages:>3} {mode:>9} {rate:>13.3f} {peak:>22.2f}", flush=True)
+    peak = _run(ctx, _matmul_peak, args)
+    print("Matrix-multiply peak (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+    fp32_peak = peak["float32"]
+
+    codes = {"working tree": ROOT}
+    if args.compare:
+        codes = {args.compare: _checkout(args.compare), **codes}
+    try:
+        for num_stages in args.stages:
+            train_macs: Optional[float] = None
+            infer_macs: Optional[float] = None
+            if not args.no_flops:
+                parts, train_macs, by_op = _run(ctx, _count, args, num_stages)
+                infer_macs = parts["total"]
+                _print_macs(num_stages, parts, train_macs)
+            _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
+            if args.kernels:
+                _kernel_table(ctx, args, num_stages, fp32_peak, None if args.no_flops else by_op)
+    finally:
+        for label, tree in codes.items():
+            if tree != ROOT:
+                shutil.rmtree(tree, ignore_errors=True)
+
+
+def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak) -> None:
+    cuda = args.device.startswith("cuda")
+    peak_name = "peak GPU GiB" if cuda else "peak RSS GiB"
+    print(f"\n{'T':>2} {'mode':>9} {'code':>14} {'key frames/s':>12} {peak_name:>12} "
+          f"{'GFLOP/s':>8} {'% fp32 peak':>11} {'speed-up':>8}")
+    for mode in args.modes:
+        best: Dict[str, tuple] = {}
+        for r in range(args.repeats):
+            # Alternate the order so that neither code always runs first under drifting load.
+            order = list(codes.items()) if r % 2 == 0 else list(reversed(codes.items()))
+            for label, tree in order:
+                rate, mem = _run(ctx, _measure, args, num_stages, mode, tree)
+                if label not in best or rate > best[label][0]:
+                    best[label] = (rate, mem)
+        base = best[next(iter(codes))][0]
+        macs = train_macs if mode == "train" else infer_macs
+        for label in codes:
+            rate, mem = best[label]
+            gflops = 2 * macs * rate / 1e9 if macs else float("nan")
+            ratio = f"{rate / base:.2f}x" if len(codes) > 1 else ""
+            print(f"{num_stages:>2} {mode:>9} {label:>14} {rate:>12.3f} {mem:>12.2f} "
+                  f"{gflops:>8.1f} {100 * gflops / fp32_peak:>10.1f}% {ratio:>8}", flush=True)
+
+
+def _kernel_table(ctx, args, num_stages, fp32_peak, by_op) -> None:
+    kinds, total, top = _run(ctx, _kernels, args, num_stages)
+    print(f"\nInference kernels, T={num_stages}: {total:.3f} s per iteration (profiled)")
+    for kind, seconds in kinds.items():
+        line = f"  {kind:>4}: {seconds:.3f} s ({100 * seconds / total:.0f}%)"
+        if by_op:
+            gflops = 2 * by_op[kind] * args.batch / seconds / 1e9
+            line += f", {gflops:.0f} GFLOP/s = {100 * gflops / fp32_peak:.0f}% of the fp32 peak"
+        print(line)
+    print("  top ops: " + ", ".join(f"{k} {100 * f:.0f}%" for k, f in top))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.matcher import Matcher
-from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
@@ -24,13 +23,14 @@ from .cooperation import (
     cooperate_proposals,
     cooperation_schedule,
 )
+from .pooling import PCSCROIPooler
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PCSCCascadeROIHeads"]
 
-# (predictions of FastRCNNOutputLayers, the proposals they were made on, box-head features (R, D))
-_StageOutput = Tuple[Tuple[torch.Tensor, torch.Tensor], List[Instances], torch.Tensor]
+# (predictions of FastRCNNOutputLayers, the proposals they were made on)
+_StageOutput = Tuple[Tuple[torch.Tensor, torch.Tensor], List[Instances]]
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -76,7 +76,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         *,
         streams: List[str],
         box_in_features: List[str],
-        box_pooler: ROIPooler,
+        box_pooler: PCSCROIPooler,
         box_heads: Dict[str, nn.Module],
         box_predictors: Dict[str, nn.Module],
         feature_messages: Dict[str, nn.Module],
@@ -96,7 +96,8 @@ class PCSCCascadeROIHeads(ROIHeads):
         Args:
             streams: the detector's streams, a subset of ("rgb", "flow").
             box_in_features: FPN levels RoIs are pooled from.
-            box_pooler: the RoI pooler shared by every stage and stream (it has no parameters).
+            box_pooler: the RoI pooler shared by every stage and stream (it has no parameters);
+                a :class:`PCSCROIPooler`, which pools both streams at the same boxes at once.
             box_heads: {"<stream>_s<t>": box head} for stage 0 of every stream and each stage t.
             box_predictors: {"<stream>_s<t>": FastRCNNOutputLayers}, the same keys.
             feature_messages: {"s<t>": g_t} for t = 1..T; empty turns feature cooperation off.
@@ -172,7 +173,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         if len(channels) != 1:
             raise ValueError(f"ROI_HEADS.IN_FEATURES {in_features} have different channels")
         channels = channels.pop()
-        box_pooler = ROIPooler(
+        box_pooler = PCSCROIPooler(
             output_size=resolution,
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
@@ -218,9 +219,8 @@ class PCSCCascadeROIHeads(ROIHeads):
 
         Returns:
             At training, ([], losses) with keys "loss_cls_s<t>_<stream>" and
-            "loss_box_reg_s<t>_<stream>". At inference, (N Instances with pred_boxes, scores,
-            pred_classes and features (R, D): the box-head feature of the producing stage and
-            stream, {}).
+            "loss_box_reg_s<t>_<stream>". At inference, (N Instances with pred_boxes, scores
+            and pred_classes, {}); :meth:`detection_features` describes them.
         """
         del images
         feats = {s: [features[s][f] for f in self.box_in_features] for s in self.streams}
@@ -228,8 +228,10 @@ class PCSCCascadeROIHeads(ROIHeads):
         outputs: Dict[Tuple[str, int], _StageOutput] = {}
         for s in self.streams:
             outputs[(s, 0)] = self._run_stage(feats, proposals[s], s, 0, targets)
+        # Each stage's detections feed two later stages (its stream's next and the other's).
+        detections: Dict[Tuple[str, int], List[Tuple[torch.Tensor, torch.Tensor]]] = {}
         for st in self.schedule[:last_stage]:
-            props = self._cooperate(outputs, st)
+            props = self._cooperate(outputs, st, detections)
             outputs[(st.stream, st.stage)] = self._run_stage(
                 feats, props, st.stream, st.stage, targets, st.other
             )
@@ -254,13 +256,58 @@ class PCSCCascadeROIHeads(ROIHeads):
         boxes = [p.proposal_boxes for p in proposals]
         # Every stage's head sends gradient into the same FPN maps; as in Cascade R-CNN, scale
         # it by 1 / (number of stages) so the shared features do not get T + 1 times the step.
-        scale = 1.0 / (self.num_stages + 1)
-        x = _scale_gradient(self.box_pooler(feats[stream], boxes), scale)
+        x = self._stage_features(feats, boxes, stream, stage, other, 1.0 / (self.num_stages + 1))
+        return self.box_predictors[key](x), proposals
+
+    def _stage_features(
+        self,
+        feats: Dict[str, List[torch.Tensor]],
+        boxes: List[Boxes],
+        stream: str,
+        stage: int,
+        other: Optional[str],
+        grad_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The box-head feature of a stage at ``boxes``: pool, cooperate (F^i + g_t(F^j) for
+        t > 0 with feature cooperation), then the stage's box head.
+
+        Returns:
+            (R, D), R = boxes of all images in order.
+        """
         if stage > 0 and f"s{stage}" in self.feature_messages:
-            y = _scale_gradient(self.box_pooler(feats[other], boxes), scale)
-            x = x + self.feature_messages[f"s{stage}"](y)
-        x = self.box_heads[key](x)
-        return self.box_predictors[key](x), proposals, x
+            x, y = self.box_pooler.pool_many([feats[stream], feats[other]], boxes)
+            x = _scale_gradient(x, grad_scale) + self.feature_messages[f"s{stage}"](
+                _scale_gradient(y, grad_scale)
+            )
+        else:
+            x = _scale_gradient(self.box_pooler(feats[stream], boxes), grad_scale)
+        return self.box_heads[_key(stream, stage)](x)
+
+    def detection_features(
+        self, features: Dict[str, Dict[str, torch.Tensor]], boxes: List[Boxes]
+    ) -> List[torch.Tensor]:
+        """One feature space for every detection: the cooperated feature of the last test stage.
+
+        Whatever stage and stream produced a detection, its box is pooled again from both
+        streams' FPN maps and described by the last test stage t = T: F = F^i + g_T(F^j)
+        through that stage's box head (the paper's "features after feature level cooperation";
+        with T = 0, the first stream's stage-0 head). The actionness classifiers of TR see these
+        features at training and at test time, so both come from this one function.
+
+        Args:
+            features: {stream: {level: (N, C, H_l, W_l)}}, the backbone's maps.
+            boxes: N Boxes in the network's input resolution.
+
+        Returns:
+            N tensors (R_i, D).
+        """
+        feats = {s: [features[s][f] for f in self.box_in_features] for s in self.streams}
+        if self.test_stages > 0:
+            st = self.schedule[self.test_stages - 1]
+            x = self._stage_features(feats, boxes, st.stream, st.stage, st.other)
+        else:
+            x = self._stage_features(feats, boxes, self.streams[0], 0, None)
+        return list(x.split([len(b) for b in boxes]))
 
     def _detections(
         self, outputs: Dict[Tuple[str, int], _StageOutput], stream: str, stage: int
@@ -269,7 +316,7 @@ class PCSCCascadeROIHeads(ROIHeads):
 
         Boxes passed between stages carry no gradient, like RPN proposals.
         """
-        predictions, proposals, _ = outputs[(stream, stage)]
+        predictions, proposals = outputs[(stream, stage)]
         predictor = self.box_predictors[_key(stream, stage)]
         boxes = predictor.predict_boxes(predictions, proposals)
         probs = predictor.predict_probs(predictions, proposals)
@@ -286,11 +333,20 @@ class PCSCCascadeROIHeads(ROIHeads):
         return dets
 
     def _cooperate(
-        self, outputs: Dict[Tuple[str, int], _StageOutput], st: CooperationStage
+        self,
+        outputs: Dict[Tuple[str, int], _StageOutput],
+        st: CooperationStage,
+        detections: Dict[Tuple[str, int], List[Tuple[torch.Tensor, torch.Tensor]]],
     ) -> List[Instances]:
-        """Proposal cooperation P_t^i = B^i U B^j for every image of the batch."""
-        own = self._detections(outputs, st.stream, st.own_source)
-        other = self._detections(outputs, st.other, st.other_source)
+        """Proposal cooperation P_t^i = B^i U B^j for every image of the batch.
+
+        ``detections`` caches :meth:`_detections` per (stream, stage) across the stages.
+        """
+        for source in ((st.stream, st.own_source), (st.other, st.other_source)):
+            if source not in detections:
+                detections[source] = self._detections(outputs, *source)
+        own = detections[(st.stream, st.own_source)]
+        other = detections[(st.other, st.other_source)]
         image_sizes = [p.image_size for p in outputs[(st.stream, st.own_source)][1]]
         results = []
         for own_i, other_i, image_size in zip(own, other, image_sizes):
@@ -314,7 +370,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         """Every stage's and stream's head losses, named "<loss>_s<t>_<stream>" (summed later)."""
         storage = get_event_storage()
         losses = {}
-        for (stream, stage), (predictions, proposals, _) in outputs.items():
+        for (stream, stage), (predictions, proposals) in outputs.items():
             with storage.name_scope(_key(stream, stage)):
                 stage_losses = self.box_predictors[_key(stream, stage)].losses(
                     predictions, proposals
@@ -325,33 +381,28 @@ class PCSCCascadeROIHeads(ROIHeads):
     def _inference(self, outputs: Dict[Tuple[str, int], _StageOutput]) -> List[Instances]:
         """The union of the detections of stages 0..test_stages of both streams, per-class NMS."""
         per_image = None
-        for (stream, stage), (predictions, proposals, x) in outputs.items():
+        for (stream, stage), (predictions, proposals) in outputs.items():
             predictor = self.box_predictors[_key(stream, stage)]
             parts = zip(
                 predictor.predict_boxes(predictions, proposals),
                 predictor.predict_probs(predictions, proposals),
-                x.split([len(p) for p in proposals]),
             )
             if per_image is None:
-                per_image = [([], [], [], p.image_size) for p in proposals]
-            for (boxes, scores, feats, _), part in zip(per_image, parts):
-                boxes.append(part[0])
-                scores.append(part[1])
-                feats.append(part[2])
+                per_image = [([], [], p.image_size) for p in proposals]
+            for (boxes, scores, _), (b, p) in zip(per_image, parts):
+                boxes.append(b)
+                scores.append(p)
         results = []
-        for boxes, scores, feats, image_size in per_image:
-            boxes, scores, feats = torch.cat(boxes), torch.cat(scores), torch.cat(feats)
-            # Drop non-finite rows here so that the kept indices below index `feats` exactly.
+        for boxes, scores, image_size in per_image:
+            boxes, scores = torch.cat(boxes), torch.cat(scores)
             valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-            boxes, scores, feats = boxes[valid], scores[valid], feats[valid]
-            result, kept = fast_rcnn_inference_single_image(
-                boxes,
-                scores,
+            result, _ = fast_rcnn_inference_single_image(
+                boxes[valid],
+                scores[valid],
                 image_size,
                 self.test_score_thresh,
                 self.test_nms_thresh,
                 self.test_topk_per_image,
             )
-            result.features = feats[kept]
             results.append(result)
         return results
