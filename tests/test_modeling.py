@@ -165,6 +165,30 @@ def test_inference_outputs():
     assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
 
 
+@pytest.mark.parametrize("num_stages,stream,other", [(4, "flow", "rgb"), (3, "rgb", "flow")])
+def test_detection_features_are_the_last_stage_cooperated_feature(num_stages, stream, other):
+    """Every detection, whatever stage found it, is described by the last stage: its box pooled
+    from both streams, F = F^i + g_T(F^j), through stage T's box head. Computed here by hand
+    from the modules, box by box, so that batching cannot change a detection's feature."""
+    cfg = _cfg(NUM_STAGES=num_stages, OUTPUT_FEATURES=True)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    model = _model(cfg).eval()
+    inputs = [_input(True, 0)]
+    with torch.no_grad():
+        raw = model.inference(inputs, do_postprocess=False)[0]
+        images = model.preprocess_clips(inputs)
+        feats = model.backbone({s: images[s].tensor for s in model.streams})
+        heads = model.roi_heads
+        levels = {s: [feats[s][f] for f in heads.box_in_features] for s in model.streams}
+        assert len(raw) > 5
+        for i in range(0, len(raw), max(1, len(raw) // 5)):
+            box = [raw.pred_boxes[i : i + 1]]
+            x = heads.box_pooler(levels[stream], box)
+            x = x + heads.feature_messages[f"s{num_stages}"](heads.box_pooler(levels[other], box))
+            expected = heads.box_heads[f"{stream}_s{num_stages}"](x)[0]
+            assert torch.allclose(raw.features[i], expected, atol=1e-5)
+
+
 def test_feature_cooperation_off_is_plain_features():
     cfg = _cfg(NUM_STAGES=2)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0

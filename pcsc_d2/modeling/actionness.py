@@ -2,8 +2,10 @@
 
 One binary classifier per action class scores whether a detected box of that class really shows
 the action (boxes near a tube's temporal boundaries often show the actor before or after it).
-Its input is a detection's cooperated RoI feature (the box-head output of the stage that
-produced it, ``Instances.features``). The detector stays frozen while these are trained (see
+Its input is a detection's cooperated RoI feature: whichever stage found the box, it is pooled
+again from both streams and described by the last stage, F = F^i + g_T(F^j) through that stage's
+box head (``PCSCCascadeROIHeads.detection_features``, ``Instances.features``), at training and at
+test time alike. The detector stays frozen while these are trained (see
 ``pcsc_d2.tubes.train_actionness_classifiers``); the meta-architecture owns the head as
 ``actionness_head`` and adds ``Instances.actionness`` at inference.
 """

@@ -113,8 +113,10 @@ class PCSCTwoStreamRCNN(nn.Module):
             At training, a dict of losses: "loss_rpn_cls_<stream>", "loss_rpn_loc_<stream>",
             "loss_cls_s<t>_<stream>", "loss_box_reg_s<t>_<stream>". At inference, one dict per
             input, {"instances": Instances((height, width))} with pred_boxes (XYXY_ABS in
-            original coordinates), scores, pred_classes, and features (R, D) float32 when
-            MODEL.PCSC.OUTPUT_FEATURES, actionness (R,) in [0, 1] when the actionness head exists.
+            original coordinates), scores, pred_classes, and features (R, D) float32 (the
+            detection's cooperated feature of the last stage, see
+            PCSCCascadeROIHeads.detection_features) when MODEL.PCSC.OUTPUT_FEATURES, actionness
+            (R,) in [0, 1] when the actionness head exists.
         """
         if not self.training:
             return self.inference(batched_inputs)
@@ -133,13 +135,18 @@ class PCSCTwoStreamRCNN(nn.Module):
 
         Returns:
             With ``do_postprocess``, as :meth:`forward`; else the raw list[Instances] in the
-            network's input resolution (always with ``features``).
+            network's input resolution, always with ``features`` (R, D): every detection's
+            cooperated feature from ``roi_heads.detection_features``.
         """
         assert not self.training
         images = self.preprocess_clips(batched_inputs)
         features = self.backbone({s: images[s].tensor for s in self.streams})
         proposals, _ = self._propose(images, features, None)
         results, _ = self.roi_heads(images, features, proposals, None)
+        if not do_postprocess or self.actionness_head is not None or self.output_features:
+            boxes = [r.pred_boxes for r in results]
+            for r, f in zip(results, self.roi_heads.detection_features(features, boxes)):
+                r.features = f.float()
         if not do_postprocess:
             return results
         outputs = []
@@ -151,14 +158,13 @@ class PCSCTwoStreamRCNN(nn.Module):
         return outputs
 
     def _finish(self, instances: Instances) -> Instances:
-        """Add actionness and keep or drop the per-detection features."""
-        features = instances.features.float()
+        """Add actionness from the detections' features; keep the features only when asked."""
+        if not instances.has("features"):
+            return instances
         if self.actionness_head is not None:
-            logits = self.actionness_head(features, instances.pred_classes)
+            logits = self.actionness_head(instances.features, instances.pred_classes)
             instances.actionness = torch.sigmoid(logits.float())
-        if self.output_features:
-            instances.features = features
-        else:
+        if not self.output_features:
             instances.remove("features")
         return instances
 
