@@ -12,6 +12,7 @@ def add_pcsc_config(cfg: CN) -> None:
     _add_model_config(cfg)
     _add_tubes_config(cfg)
     _add_eval_config(cfg)
+    _add_solver_config(cfg)
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -43,6 +44,10 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PCSC.STREAMS = ["rgb", "flow"]
     # Image-level message passing Flow -> RGB on C2..C5: C_l^rgb += f_l(C_l^flow).
     cfg.MODEL.PCSC.MESSAGE_PASSING = True
+    # How each I3D map C_l (N, C, T', H, W) becomes the key frame's 2D map: "mean" over its T'
+    # time steps (the paper's: the whole clip's context), or "center", the time step of the
+    # key frame (a moving actor is not smeared over its positions in the clip).
+    cfg.MODEL.PCSC.TEMPORAL_POOL = "mean"
     # Channel reduction factor inside f_l and g_t (1x1 conv -> ReLU -> 1x1 conv).
     cfg.MODEL.PCSC.MESSAGE_REDUCTION = 4
     # T: number of cross-stream cooperation stages after stage 0 (0..4). Odd stages
@@ -65,13 +70,15 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PCSC.STAGE_IOU_THRESH = 0.5
     # Stages used at test time: union of stages 0..t of both streams; -1 = NUM_STAGES.
     cfg.MODEL.PCSC.TEST_STAGES = -1
-    # Put each detection's cooperated RoI feature in Instances.features at inference
-    # (needed to train the actionness classifiers).
+    # Put each detection's cooperated RoI feature (the last stage's F^i + g_T(F^j) at its box,
+    # whatever stage found it) in Instances.features at inference (TR's training samples).
     cfg.MODEL.PCSC.OUTPUT_FEATURES = False
 
     cfg.MODEL.PCSC.ACTIONNESS = CN()
-    # Class-specific actionness classifiers for temporal refinement; when on, inference
-    # adds Instances.actionness (probability that the box shows its class's action).
+    # Build the class-specific actionness classifiers of temporal refinement (also built when
+    # TUBES.REFINE.ENABLED). Once tools/train_actionness.py has trained them (a flag saved in
+    # the checkpoint), inference adds Instances.actionness (probability that the box shows its
+    # class's action); the detector's own training leaves them untouched.
     cfg.MODEL.PCSC.ACTIONNESS.ENABLED = False
     # Hidden width of each per-class binary classifier (0 = a linear classifier).
     cfg.MODEL.PCSC.ACTIONNESS.HIDDEN_DIM = 256
@@ -102,16 +109,26 @@ def _add_tubes_config(cfg: CN) -> None:
     cfg.TUBES.REFINE.MEDIAN_WINDOW = 9
     # Boxes whose filtered actionness is below this are dropped.
     cfg.TUBES.REFINE.THRESH = 0.5
-    # A tube is split where more than this many consecutive boxes were dropped.
+    # How low boxes shorten a tube: "ends" keeps the span from the first to the last box above
+    # THRESH (temporal boundary refinement); "split" drops every low box, bridging dips of at
+    # most MAX_GAP boxes and splitting the tube at longer ones.
+    cfg.TUBES.REFINE.MODE = "split"
+    # With MODE "split": a tube is split where more than this many consecutive boxes were dropped.
     cfg.TUBES.REFINE.MAX_GAP = 5
     # Pieces shorter than this after refinement are discarded.
     cfg.TUBES.REFINE.MIN_LENGTH = 5
     # Training the actionness classifiers: run the detector on every n-th frame of the
     # training videos (1 = every frame, as the paper), link, label, train.
     cfg.TUBES.REFINE.TRAIN_FRAME_STRIDE = 1
-    # Optimisation of the actionness classifiers (the detector stays frozen).
-    cfg.TUBES.REFINE.TRAIN_ITERS = 300
+    # Optimisation of the actionness classifiers (the detector stays frozen): epochs over the
+    # collected tube boxes, class-balanced (action and non-action boxes of a class weigh the
+    # same), SGD with a cosine decay from TRAIN_LR.
+    cfg.TUBES.REFINE.TRAIN_EPOCHS = 20
+    cfg.TUBES.REFINE.TRAIN_BATCH_SIZE = 256
     cfg.TUBES.REFINE.TRAIN_LR = 0.01
+    # This fraction of the training videos is held out (seeded); the classifiers keep the
+    # epoch with the lowest balanced loss on their boxes. 0 trains on all, keeping the last.
+    cfg.TUBES.REFINE.VAL_FRACTION = 0.2
 
 
 def _add_eval_config(cfg: CN) -> None:
@@ -130,3 +147,15 @@ def _add_eval_config(cfg: CN) -> None:
     cfg.TEST.PCSC.BATCH_SIZE = 1
     # Write detections, tubes, metrics (JSON) and a PR-curve figure to OUTPUT_DIR.
     cfg.TEST.PCSC.WRITE_OUTPUTS = True
+    # Inference (evaluation, TR samples, the demo) under autocast to SOLVER.AMP.PRECISION; meant
+    # for GPUs (bf16 is slower than fp32 on CPUs without bf16 units). Outputs stay fp32.
+    cfg.TEST.PCSC.AMP = False
+
+
+def _add_solver_config(cfg: CN) -> None:
+    # Mixed precision of training with SOLVER.AMP.ENABLED (and of inference with TEST.PCSC.AMP):
+    # "bfloat16" (no loss scaling needed) or "float16" (with detectron2's gradient scaler).
+    cfg.SOLVER.AMP.PRECISION = "bfloat16"
+    # Periodic checkpoints (model_XXXXXXX.pth, every SOLVER.CHECKPOINT_PERIOD iterations) kept in
+    # OUTPUT_DIR: the newest N, earlier runs' included; 0 keeps all. model_final.pth is always kept.
+    cfg.SOLVER.CHECKPOINT_MAX_KEEP = 3

@@ -13,7 +13,12 @@ from pcsc_d2.data.datasets import register_action_dataset
 from pcsc_d2.data.synthetic import SyntheticConfig, generate_synthetic_dataset
 from pcsc_d2.data.datasets import load_action_dataset
 from pcsc_d2.engine import build_pcsc_test_loader, get_pcsc_cfg
-from pcsc_d2.engine.actionness import _sample_file, extract_actionness_samples, train_actionness
+from pcsc_d2.engine.actionness import (
+    _sample_file,
+    extract_actionness_samples,
+    split_videos,
+    train_actionness,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quick", "pcsc_tiny.yaml")
@@ -51,7 +56,7 @@ def setup(tmp_path_factory):
     register_action_dataset(DATASET, root, "synthetic-GT.pkl", 1, True, num_frames=4)
     cfg = get_pcsc_cfg(CONFIG, [
         "MODEL.PCSC.OUTPUT_FEATURES", "True", "MODEL.PCSC.ACTIONNESS.ENABLED", "True",
-        "TUBES.REFINE.TRAIN_FRAME_STRIDE", "2", "TUBES.REFINE.TRAIN_ITERS", "20",
+        "TUBES.REFINE.TRAIN_FRAME_STRIDE", "2", "TUBES.REFINE.TRAIN_EPOCHS", "3",
         # An untrained detector scores every box low: keep its tubes so there are samples.
         "TUBES.MIN_LENGTH", "2",
     ])
@@ -116,6 +121,36 @@ def test_train_actionness_writes_a_checkpoint_with_a_trained_head(setup, tmp_pat
     again = torch.load(train_actionness(cfg, model, DATASET, str(tmp_path / "again")),
                        map_location="cpu", weights_only=False)["model"]
     assert all(torch.equal(again["actionness_head." + k], head[k]) for k in head)
+
+
+def test_tr_samples_are_the_features_inference_gives_its_detections(setup, tmp_path):
+    """TR trains on what it is applied to: every cached sample's feature is the feature that
+    inference (the evaluator's path) gives one of the detections of the same video."""
+    cfg, model = setup
+    folder = str(tmp_path / "samples")
+    extract_actionness_samples(cfg, model, DATASET, folder)
+    video = get_split_annotations(DATASET)["videos"][0]
+    samples = np.load(_sample_file(folder, video))
+    assert len(samples["features"]) > 0
+    meta = MetadataCatalog.get(DATASET)
+    dicts = [d for d in load_action_dataset(meta.dataset_root, meta.gt_file, 1, True, "ucf", 4, 2,
+                                            annotated_only=False) if d["video"] == video]
+    model.eval()
+    with torch.no_grad():
+        feats = torch.cat([out["instances"].features for b in build_pcsc_test_loader(
+            cfg, dataset=dicts) for out in model(b)])
+    dist = torch.cdist(torch.from_numpy(samples["features"]), feats)
+    assert float(dist.min(dim=1).values.max()) < 1e-4
+
+
+def test_split_videos_is_seeded_and_disjoint():
+    videos = [f"C/v{i}" for i in range(10)]
+    train, val = split_videos(videos, 0.2, seed=3)
+    assert len(val) == 2 and sorted(train + val) == sorted(videos)
+    assert split_videos(list(reversed(videos)), 0.2, seed=3) == (train, val)
+    assert split_videos(videos, 0.2, seed=4) != (train, val)
+    assert split_videos(videos[:2], 0.01, seed=0)[1] != []  # at least one when asked for any
+    assert split_videos(videos, 0.0, seed=0) == (sorted(videos), [])
 
 
 def test_batched_inference_matches_one_key_frame_at_a_time(setup):

@@ -139,6 +139,10 @@ def test_inference_outputs():
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     model = _model(cfg).eval()
     inputs = [_input(True, 0), _input(False, 1, size=(H, 96))]
+    # A detector's own head is untrained: it scores nothing (and so TR cannot cut with it).
+    with torch.no_grad():
+        assert not model(inputs)[0]["instances"].has("actionness")
+    model.actionness_head.trained.fill_(True)  # as tools/train_actionness.py leaves it
     with torch.no_grad():
         outputs = model(inputs)
     assert len(outputs) == 2
@@ -163,6 +167,27 @@ def test_inference_outputs():
     with torch.no_grad():
         inst = _model(cfg).eval()(inputs[:1])[0]["instances"]
     assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+
+
+def test_actionness_head_is_frozen_and_its_trained_flag_travels_in_checkpoints(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    cfg = _cfg()
+    cfg.TUBES.REFINE.ENABLED = True  # TR on: the head is built, for TR's training to fill
+    model = _model(cfg)
+    head = model.actionness_head
+    assert head is not None and not any(p.requires_grad for p in head.parameters())
+    assert not bool(head.trained)
+    head.trained.fill_(True)
+    DetectionCheckpointer(model, str(tmp_path)).save("tr")
+    fresh = _model(cfg)
+    DetectionCheckpointer(fresh).load(str(tmp_path / "tr.pth"))
+    assert bool(fresh.actionness_head.trained)
+    # A checkpoint written before the flag existed held the head only once TR had trained it.
+    state = {k: v for k, v in model.state_dict().items() if k != "actionness_head.trained"}
+    old = _model(cfg)
+    old.load_state_dict(state)
+    assert bool(old.actionness_head.trained)
 
 
 @pytest.mark.parametrize("num_stages,stream,other", [(4, "flow", "rgb"), (3, "rgb", "flow")])

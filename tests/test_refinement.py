@@ -85,26 +85,69 @@ def test_balanced_weights():
     np.testing.assert_allclose(w, [2, 2 / 3, 2 / 3, 2 / 3, 1, 1], rtol=1e-6)
 
 
-def test_train_actionness_classifiers_learns_and_is_deterministic():
-    rng = np.random.default_rng(0)
-    m = 400
+def _separable_samples(m, seed):
+    rng = np.random.default_rng(seed)
     classes = rng.integers(0, 2, m)
     labels = rng.integers(0, 2, m)
     # The sign of feature `class` tells the label: separable per class.
     feats = rng.normal(0, 1, (m, 4)).astype(np.float32)
     feats[np.arange(m), classes] = np.where(labels == 1, 2.0, -2.0) + 0.1 * feats[:, 3]
+    return {"features": feats, "classes": classes, "labels": labels}
+
+
+def test_train_actionness_classifiers_learns_by_epochs_and_is_deterministic():
+    train, val = _separable_samples(400, 0), _separable_samples(100, 1)
 
     def run():
         torch.manual_seed(0)
         head = _StandIn(4, 2)
-        hist = train_actionness_classifiers(head, feats, classes, labels, iters=150, lr=0.1,
-                                            batch_size=64, seed=1)
-        return head, hist["loss"]
+        hist = train_actionness_classifiers(head, train, val, epochs=8, lr=0.1, batch_size=64,
+                                            seed=1)
+        return head, hist
 
-    head, losses = run()
-    _, losses2 = run()
-    assert losses == losses2
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    head, hist = run()
+    _, hist2 = run()
+    assert hist == hist2
+    assert len(hist["train_loss"]) == len(hist["val_loss"]) == 8
+    assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
+    assert hist["val_accuracy"][hist["best_epoch"] - 1] > 0.95
     with torch.no_grad():
-        pred = head(torch.from_numpy(feats), torch.from_numpy(classes)) > 0
-    assert (pred.numpy() == (labels == 1)).mean() > 0.95
+        pred = head(torch.from_numpy(val["features"]), torch.from_numpy(val["classes"])) > 0
+    assert (pred.numpy() == (val["labels"] == 1)).mean() > 0.95
+
+
+def test_train_actionness_keeps_the_best_validation_epoch():
+    """A validation set whose labels are the opposite of training's: the more the head learns,
+    the worse it gets there, so the first epoch is kept and the head says the training rule
+    with less confidence than after the last epoch."""
+    train = _separable_samples(400, 0)
+    flipped = dict(train, labels=1 - train["labels"])
+    torch.manual_seed(0)
+    head = _StandIn(4, 2)
+    hist = train_actionness_classifiers(head, train, flipped, epochs=6, lr=0.1, batch_size=64)
+    assert hist["best_epoch"] == 1
+    assert hist["val_loss"][0] == min(hist["val_loss"])
+    with torch.no_grad():
+        kept, _ = torch.sort(head(torch.from_numpy(train["features"]),
+                                  torch.from_numpy(train["classes"])).abs())
+    torch.manual_seed(0)
+    last = _StandIn(4, 2)
+    train_actionness_classifiers(last, train, None, epochs=6, lr=0.1, batch_size=64)
+    with torch.no_grad():
+        final, _ = torch.sort(last(torch.from_numpy(train["features"]),
+                                   torch.from_numpy(train["classes"])).abs())
+    assert kept.mean() < final.mean()
+
+
+def test_ends_mode_trims_the_ends_and_keeps_inner_dips():
+    act = np.r_[np.full(4, 0.1), np.full(10, 0.9), np.full(10, 0.1), np.full(10, 0.9),
+                np.full(4, 0.2)]
+    opts = RefineOptions(median_window=3, mode="ends")
+    (piece,) = refine_tube(_tube(act), opts)
+    # Frames 5..34: the long inner dip stays (it would split the tube in "split" mode).
+    np.testing.assert_array_equal(piece.frames, np.arange(5, 35))
+    split = refine_tube(_tube(act), RefineOptions(median_window=3, mode="split"))
+    assert [(p.frames[0], p.frames[-1]) for p in split] == [(5, 14), (25, 34)]
+    assert refine_tube(_tube(np.full(10, 0.1)), opts) == []
+    with pytest.raises(ValueError, match="MODE"):
+        refine_tube(_tube(act), RefineOptions(mode="middle"))

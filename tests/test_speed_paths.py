@@ -183,3 +183,42 @@ def test_macs_by_hand_and_by_component():
     stem = sum(train[f"backbone.bottom_up.{s}.{u}"] for s in ("rgb", "flow")
                for u in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"))
     assert training_macs(model, train) == pytest.approx(3 * train[""] - 2 * stem, rel=1e-6)
+
+
+def test_inference_autocast_keeps_fp32_outputs():
+    """TEST.PCSC.AMP runs the detector under autocast (bf16 here; a GPU's fast path) and still
+    returns fp32 boxes, scores and features close to the fp32 run's."""
+    cfg = _tiny_cfg()
+    cfg.MODEL.PCSC.OUTPUT_FEATURES = True
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    cfg.TEST.PCSC.AMP = True
+    torch.manual_seed(0)
+    amp_model = build_model(cfg).eval()
+    assert amp_model.inference_dtype == torch.bfloat16
+    inputs = _tiny_inputs()
+    with torch.no_grad():
+        ref = model(inputs)[0]["instances"]
+        got = amp_model(inputs)[0]["instances"]
+    for field in ("scores", "features"):
+        assert got.get(field).dtype == torch.float32
+    assert got.pred_boxes.tensor.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: the top detection agrees to about 1%.
+    assert abs(float(got.scores[0]) - float(ref.scores[0])) < 0.02
+
+
+def test_modeling_code_never_moves_tensors_to_the_host():
+    """The detector's code is device-agnostic: no .cpu(), .numpy(), .item() or .tolist() (each a
+    GPU->CPU copy and a sync), so a CUDA model keeps every tensor on the GPU until the caller
+    takes the outputs (once per key frame)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(pcsc_d2.modeling.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("cpu", "numpy", "item", "tolist"):
+                    offenders.append(f"{path.name}:{node.lineno} .{node.func.attr}()")
+    assert len(list(root.rglob("*.py"))) > 8 and offenders == []

@@ -12,7 +12,7 @@ result is a checkpoint ``<output>/model_tr.pth`` holding the detector and the tr
 import collections
 import logging
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from detectron2.data import MetadataCatalog
 from pcsc_d2.data.datasets import load_action_dataset, get_split_annotations
 from pcsc_d2.structures import d2_to_gt
 from pcsc_d2.tubes import LinkingOptions, label_tube_boxes, link_video, train_actionness_classifiers
-from pcsc_d2.utils.io import atomic_open
+from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
 from .checkpoint import PCSCCheckpointer
 from .defaults import build_pcsc_test_loader
@@ -117,14 +117,29 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
 def load_actionness_samples(folder: str, videos: List[str]) -> Dict[str, np.ndarray]:
     """Concatenate the cached samples of ``videos``: features (M, D), classes (M,), labels (M,)."""
     parts = [np.load(_sample_file(folder, v)) for v in videos]
+    if not parts:
+        raise ValueError(f"no videos to load actionness samples of from {folder}")
     return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "classes", "labels")}
+
+
+def split_videos(videos: List[str], fraction: float, seed: int) -> Tuple[List[str], List[str]]:
+    """Seeded (train, validation) split of ``videos``; validation gets round(fraction * n) of
+    them (at least one when fraction > 0 and there are two or more videos)."""
+    videos = sorted(videos)
+    n_val = int(round(fraction * len(videos)))
+    if fraction > 0 and len(videos) >= 2:
+        n_val = min(max(n_val, 1), len(videos) - 1)
+    order = np.random.default_rng(seed).permutation(len(videos))
+    val = sorted(videos[i] for i in order[:n_val])
+    return [v for v in videos if v not in set(val)], val
 
 
 def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
     """Extract samples (resumable), train ``model.actionness_head``, save the checkpoint.
 
     The head is re-initialised from ``cfg.SEED`` (0 when negative) first, so the same samples
-    and config give the same classifiers.
+    and config give the same classifiers. TUBES.REFINE.VAL_FRACTION of the training videos are
+    held out to pick the best epoch; the history goes to ``<output_dir>/actionness_history.json``.
 
     Args:
         cfg: the config; MODEL.PCSC.ACTIONNESS.ENABLED and OUTPUT_FEATURES must be on.
@@ -137,30 +152,38 @@ def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
     """
     folder = os.path.join(output_dir, "actionness_samples")
     extract_actionness_samples(cfg, model, dataset_name, folder)
-    samples = load_actionness_samples(folder, get_split_annotations(dataset_name)["videos"])
-    num_pos = int(samples["labels"].sum())
-    logger.info(
-        "TR: %d tube boxes (%d positive, %d negative) for %d classes",
-        len(samples["labels"]), num_pos, len(samples["labels"]) - num_pos,
-        len(np.unique(samples["classes"])),
+    seed = cfg.SEED if cfg.SEED >= 0 else 0
+    r = cfg.TUBES.REFINE
+    train_videos, val_videos = split_videos(
+        get_split_annotations(dataset_name)["videos"], r.VAL_FRACTION, seed
     )
-    if len(samples["labels"]) == 0:
+    train = load_actionness_samples(folder, train_videos)
+    val = load_actionness_samples(folder, val_videos) if val_videos else None
+    for name, samples, videos in (("training", train, train_videos), ("validation", val, val_videos)):
+        if samples is None:
+            continue
+        num_pos = int(samples["labels"].sum())
+        logger.info(
+            "TR %s: %d tube boxes (%d positive, %d negative) of %d classes in %d videos", name,
+            len(samples["labels"]), num_pos, len(samples["labels"]) - num_pos,
+            len(np.unique(samples["classes"])), len(videos),
+        )
+    if len(train["labels"]) == 0:
         raise RuntimeError(
             "TR: the detector produced no tube on the training videos; train the detector first"
         )
     # The head starts from the seed, whatever the caller's RNG did before: same samples, same
     # config, same classifiers.
-    seed = cfg.SEED if cfg.SEED >= 0 else 0
     head = model.actionness_head
     head.reset_parameters(torch.Generator(device=head.weight.device).manual_seed(seed))
-    train_actionness_classifiers(
-        head,
-        samples["features"],
-        samples["classes"],
-        samples["labels"],
-        iters=cfg.TUBES.REFINE.TRAIN_ITERS,
-        lr=cfg.TUBES.REFINE.TRAIN_LR,
+    head.requires_grad_(True)
+    history = train_actionness_classifiers(
+        head, train, val, epochs=r.TRAIN_EPOCHS, lr=r.TRAIN_LR, batch_size=r.TRAIN_BATCH_SIZE,
         seed=seed,
     )
+    head.requires_grad_(False)
+    head.trained.fill_(True)
+    history.update(train_videos=len(train_videos), val_videos=len(val_videos))
+    atomic_save_json(history, os.path.join(output_dir, "actionness_history.json"), indent=1)
     PCSCCheckpointer(model, output_dir).save("model_tr")
     return os.path.join(output_dir, "model_tr.pth")

@@ -53,6 +53,9 @@ class PCSCActionnessHead(nn.Module):
             self.hidden_bias = nn.Parameter(torch.empty(num_classes * hidden_dim))
         self.weight = nn.Parameter(torch.empty(num_classes, width))
         self.bias = nn.Parameter(torch.empty(num_classes))
+        # Saved with the weights: whether TR's training has set them (a detector checkpoint
+        # carries an untrained head, which must not refine anything).
+        self.register_buffer("trained", torch.zeros((), dtype=torch.bool))
         self.reset_parameters()
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
@@ -65,6 +68,12 @@ class PCSCActionnessHead(nn.Module):
                 self.hidden_bias.zero_()
             self.weight.normal_(0.0, 0.01, generator=generator)
             self.bias.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the flag existed carried the head only once TR trained it.
+        if prefix + "weight" in state_dict and prefix + "trained" not in state_dict:
+            state_dict[prefix + "trained"] = torch.ones((), dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_config(cls, cfg, in_dim: int):

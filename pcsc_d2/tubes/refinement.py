@@ -1,9 +1,15 @@
 """Temporal refinement (TR) of linked tubes with per-box actionness scores (PCSC, video level).
 
 Every box of a class-c tube carries the probability, from the class-c actionness classifier,
-that it shows action c. TR smooths these along the tube, drops the boxes that fall below a
-threshold and so trims (and, at long dips, splits) the tube. Pure functions on
-:class:`~pcsc_d2.tubes.linking.Tube` lists.
+that it shows action c. TR smooths these along the tube and drops the boxes that fall below a
+threshold. Two rules (``TUBES.REFINE.MODE``):
+
+- "ends": the tube keeps the span from its first to its last box above the threshold (TR as a
+  temporal boundary refinement: low boxes inside that span stay);
+- "split": the tube keeps its boxes above the threshold; dips of at most ``max_gap`` boxes are
+  bridged and longer dips split the tube into pieces.
+
+Pure functions on :class:`~pcsc_d2.tubes.linking.Tube` lists.
 """
 import dataclasses
 import logging
@@ -26,8 +32,9 @@ class RefineOptions:
     Attributes:
         median_window: window (boxes, odd) of the median filter along the tube.
         thresh: boxes whose filtered actionness is below this are dropped.
-        max_gap: the tube is split where more than this many consecutive boxes were dropped;
-            shorter dips are bridged (their boxes stay in the piece).
+        mode: "ends" (trim the tube's ends only) or "split" (see the module docstring).
+        max_gap: with "split", the tube is split where more than this many consecutive boxes
+            were dropped; shorter dips are bridged (their boxes stay in the piece).
         min_length: pieces with fewer boxes than this are discarded.
         score_topk: a piece's score is the mean of its top-k box scores (as in linking).
         key: the name of the per-box actionness in ``Tube.extras``.
@@ -35,6 +42,7 @@ class RefineOptions:
 
     median_window: int = 9
     thresh: float = 0.5
+    mode: str = "split"
     max_gap: int = 5
     min_length: int = 5
     score_topk: int = 40
@@ -46,6 +54,7 @@ class RefineOptions:
         return cls(
             median_window=r.MEDIAN_WINDOW,
             thresh=r.THRESH,
+            mode=r.MODE,
             max_gap=r.MAX_GAP,
             min_length=r.MIN_LENGTH,
             score_topk=cfg.TUBES.SCORE_TOPK,
@@ -71,11 +80,19 @@ def smooth_actionness(actionness: np.ndarray, window: int) -> np.ndarray:
     return median_filter(a, size=window | 1, mode="nearest")
 
 
-def _kept_pieces(keep: np.ndarray, max_gap: int) -> List[slice]:
-    """Contiguous pieces spanning kept boxes, split where more than max_gap are dropped."""
+MODES = ("ends", "split")
+
+
+def _kept_pieces(keep: np.ndarray, max_gap: int, mode: str = "split") -> List[slice]:
+    """Contiguous pieces spanning kept boxes: one from the first to the last ("ends"), or split
+    where more than max_gap are dropped ("split")."""
+    if mode not in MODES:
+        raise ValueError(f"TUBES.REFINE.MODE must be one of {MODES}, got {mode!r}")
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
         return []
+    if mode == "ends":
+        return [slice(int(kept[0]), int(kept[-1]) + 1)]
     # kept[i + 1] - kept[i] - 1 boxes were dropped between two kept ones.
     cuts = np.flatnonzero(np.diff(kept) - 1 > max_gap)
     firsts = np.r_[kept[0], kept[cuts + 1]]
@@ -104,7 +121,7 @@ def refine_tube(tube: Tube, opts: RefineOptions) -> List[Tube]:
             f"{len(tube)} boxes"
         )
     pieces = []
-    for sl in _kept_pieces(smoothed >= opts.thresh, opts.max_gap):
+    for sl in _kept_pieces(smoothed >= opts.thresh, opts.max_gap, opts.mode):
         if sl.stop - sl.start < opts.min_length:
             continue
         extras = {k: v[sl] for k, v in tube.extras.items()}

@@ -26,8 +26,9 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle names a global that is not on the allow-list."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle names a global that is not on the allow-list (a ValueError like every other
+    bad-input error of pcsc_d2, see pcsc_d2.utils.errors)."""
 
 
 class SafeUnpickler(pickle.Unpickler):

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PCSCTwoStreamBackbone", "build_pcsc_two_stream_backbone"]
 
+TEMPORAL_POOLS = ("mean", "center")
+
 
 class _GivenFeatures(Backbone):
     """A parameter-free "bottom-up" that returns the feature dict it is given.
@@ -54,6 +56,7 @@ class PCSCTwoStreamBackbone(Backbone):
         fuse_type: str = "sum",
         message_passing: bool = True,
         message_reduction: int = 4,
+        temporal_pool: str = "mean",
     ):
         """
         Args:
@@ -65,6 +68,8 @@ class PCSCTwoStreamBackbone(Backbone):
             fuse_type: FPN top-down fusion, "sum" or "avg".
             message_passing: add f_l(C_l^flow) to C_l^rgb (only when both streams exist).
             message_reduction: channel reduction inside f_l.
+            temporal_pool: how each C_l becomes a 2D map of the key frame: "mean" over its time
+                steps (the paper's), or "center", the time step of the key frame.
         """
         super().__init__()
         streams = [s for s in STREAMS if s in bottom_up]
@@ -75,6 +80,11 @@ class PCSCTwoStreamBackbone(Backbone):
         self.streams = streams
         self.bottom_up = nn.ModuleDict({s: bottom_up[s] for s in streams})
         self.in_features = list(in_features)
+        if temporal_pool not in TEMPORAL_POOLS:
+            raise ValueError(
+                f"MODEL.PCSC.TEMPORAL_POOL must be one of {TEMPORAL_POOLS}, got {temporal_pool!r}"
+            )
+        self.temporal_pool = temporal_pool
         shapes = bottom_up[streams[0]].output_shape()
         missing = [f for f in self.in_features if f not in shapes]
         if missing:
@@ -131,6 +141,7 @@ class PCSCTwoStreamBackbone(Backbone):
             "fuse_type": cfg.MODEL.FPN.FUSE_TYPE,
             "message_passing": cfg.MODEL.PCSC.MESSAGE_PASSING,
             "message_reduction": cfg.MODEL.PCSC.MESSAGE_REDUCTION,
+            "temporal_pool": cfg.MODEL.PCSC.TEMPORAL_POOL,
         }
 
     @property
@@ -153,14 +164,25 @@ class PCSCTwoStreamBackbone(Backbone):
             if s not in clips:
                 raise KeyError(f"the backbone needs a '{s}' clip, got {list(clips)}")
             out = self.bottom_up[s](clips[s])
-            # The detector works on the key frame: a mean over the remaining time steps keeps
-            # the temporal context I3D gathered while giving 2D maps for RoIAlign.
-            feats[s] = {f: out[f].mean(dim=2) for f in self.in_features}
+            num_frames = clips[s].shape[2]
+            feats[s] = {f: self._to_key_frame(out[f], num_frames) for f in self.in_features}
         if self.message_passing:
             feats["rgb"] = {
                 f: x + self.messages[f](feats["flow"][f]) for f, x in feats["rgb"].items()
             }
         return feats
+
+    def _to_key_frame(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(N, C, T', H, W) -> (N, C, H, W) for the key frame, the (K // 2)-th of K frames.
+
+        "mean" averages the T' steps (all the temporal context I3D gathered, but a moving actor
+        is smeared over its positions in the clip); "center" takes the step whose receptive
+        field is centred nearest the key frame (step (K // 2) // (K / T')).
+        """
+        if self.temporal_pool == "mean":
+            return x.mean(dim=2)
+        stride = max(num_frames // x.shape[2], 1)
+        return x[:, :, min((num_frames // 2) // stride, x.shape[2] - 1)].contiguous()
 
     def forward(self, clips: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, torch.Tensor]]:
         """

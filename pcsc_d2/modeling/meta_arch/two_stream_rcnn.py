@@ -16,6 +16,7 @@ from detectron2.modeling import (
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_first_n
 
 from ..actionness import PCSCActionnessHead
 
@@ -43,6 +44,7 @@ class PCSCTwoStreamRCNN(nn.Module):
         pixel_std: Sequence[float],
         actionness_head: Optional[nn.Module] = None,
         output_features: bool = False,
+        inference_dtype: Optional[torch.dtype] = None,
     ):
         """
         Args:
@@ -53,7 +55,12 @@ class PCSCTwoStreamRCNN(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation shared by both streams (127.5 maps
                 uint8 to [-1, 1], the range I3D was trained on).
             actionness_head: per-class actionness classifiers; None = no actionness output.
+                Its parameters are frozen here (the detector's losses do not train it; TR's
+                training does, see pcsc_d2.engine.actionness), and it scores detections only
+                once trained (its ``trained`` flag, saved in checkpoints).
             output_features: keep each detection's feature in ``Instances.features``.
+            inference_dtype: run inference under autocast to this dtype (e.g. torch.bfloat16 on
+                a GPU); None runs it in fp32. Outputs are fp32 either way.
         """
         super().__init__()
         self.backbone = backbone
@@ -65,7 +72,10 @@ class PCSCTwoStreamRCNN(nn.Module):
         self.proposal_generators = nn.ModuleDict(proposal_generators)
         self.roi_heads = roi_heads
         self.actionness_head = actionness_head
+        if actionness_head is not None:
+            actionness_head.requires_grad_(False)
         self.output_features = output_features
+        self.inference_dtype = inference_dtype
         # (C, 1, 1, 1): clips are (C, K, H, W).
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), False)
@@ -78,7 +88,7 @@ class PCSCTwoStreamRCNN(nn.Module):
         shapes = backbone.output_shape()
         roi_heads = build_roi_heads(cfg, shapes)
         actionness_head = None
-        if cfg.MODEL.PCSC.ACTIONNESS.ENABLED:
+        if cfg.MODEL.PCSC.ACTIONNESS.ENABLED or cfg.TUBES.REFINE.ENABLED:
             actionness_head = PCSCActionnessHead(cfg, roi_heads.feature_dim)
         return {
             "backbone": backbone,
@@ -90,6 +100,9 @@ class PCSCTwoStreamRCNN(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "actionness_head": actionness_head,
             "output_features": cfg.MODEL.PCSC.OUTPUT_FEATURES,
+            "inference_dtype": (
+                getattr(torch, cfg.SOLVER.AMP.PRECISION) if cfg.TEST.PCSC.AMP else None
+            ),
         }
 
     @property
@@ -140,13 +153,19 @@ class PCSCTwoStreamRCNN(nn.Module):
         """
         assert not self.training
         images = self.preprocess_clips(batched_inputs)
-        features = self.backbone({s: images[s].tensor for s in self.streams})
-        proposals, _ = self._propose(images, features, None)
-        results, _ = self.roi_heads(images, features, proposals, None)
-        if not do_postprocess or self.actionness_head is not None or self.output_features:
-            boxes = [r.pred_boxes for r in results]
-            for r, f in zip(results, self.roi_heads.detection_features(features, boxes)):
-                r.features = f.float()
+        amp = torch.autocast(
+            self.device.type, dtype=self.inference_dtype, enabled=self.inference_dtype is not None
+        )
+        with amp:
+            features = self.backbone({s: images[s].tensor for s in self.streams})
+            proposals, _ = self._propose(images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
+            if not do_postprocess or self._scores_actionness() or self.output_features:
+                boxes = [r.pred_boxes for r in results]
+                for r, f in zip(results, self.roi_heads.detection_features(features, boxes)):
+                    r.features = f.float()
+        for r in results:
+            r.scores = r.scores.float()
         if not do_postprocess:
             return results
         outputs = []
@@ -157,11 +176,55 @@ class PCSCTwoStreamRCNN(nn.Module):
             outputs.append({"instances": self._finish(detector_postprocess(result, height, width))})
         return outputs
 
+    @torch.no_grad()
+    def inspect(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """The boxes of every step of the detector, for analysis (tools/box_quality.py).
+
+        Args:
+            batched_inputs: as for :meth:`forward`.
+
+        Returns:
+            One dict per input, boxes (R, 4) XYXY_ABS in the original frame size:
+            "proposals_<stream>" (each RPN's), "<stream>_s<t>" (each test stage's B_t^i, one box
+            per proposal it received) and "final" (the output detections).
+        """
+        assert not self.training
+        images = self.preprocess_clips(batched_inputs)
+        features = self.backbone({s: images[s].tensor for s in self.streams})
+        proposals, _ = self._propose(images, features, None)
+        stages = self.roi_heads.stage_detections(features, proposals)
+        finals, _ = self.roi_heads(images, features, proposals, None)
+        outputs = []
+        image_sizes = images[self.streams[0]].image_sizes
+        for i, (inp, (h, w)) in enumerate(zip(batched_inputs, image_sizes)):
+            scale = torch.tensor(
+                [inp.get("width", w) / w, inp.get("height", h) / h] * 2, device=self.device
+            )
+            boxes = {f"proposals_{s}": proposals[s][i].proposal_boxes.tensor for s in self.streams}
+            boxes.update({f"{s}_s{t}": dets[i][0] for (s, t), dets in stages.items()})
+            boxes["final"] = finals[i].pred_boxes.tensor
+            outputs.append({k: v * scale for k, v in boxes.items()})
+        return outputs
+
+    def _scores_actionness(self) -> bool:
+        """Whether the model has a trained actionness head (an untrained one says so, once)."""
+        if self.actionness_head is None:
+            return False
+        if not bool(self.actionness_head.trained):
+            log_first_n(
+                logging.WARNING,
+                "The actionness head is untrained (the weights are a detector's, not "
+                "tools/train_actionness.py's): no actionness, so no temporal refinement.",
+                name=__name__,
+            )
+            return False
+        return True
+
     def _finish(self, instances: Instances) -> Instances:
         """Add actionness from the detections' features; keep the features only when asked."""
         if not instances.has("features"):
             return instances
-        if self.actionness_head is not None:
+        if self._scores_actionness():
             logits = self.actionness_head(instances.features, instances.pred_classes)
             instances.actionness = torch.sigmoid(logits.float())
         if not self.output_features:

@@ -223,6 +223,33 @@ class PCSCCascadeROIHeads(ROIHeads):
             and pred_classes, {}); :meth:`detection_features` describes them.
         """
         del images
+        outputs, _ = self._run_stages(features, proposals, targets)
+        if self.training:
+            return [], self._losses(outputs)
+        return self._inference(outputs), {}
+
+    def stage_detections(
+        self, features: Dict[str, Dict[str, torch.Tensor]], proposals: Dict[str, List[Instances]]
+    ) -> Dict[Tuple[str, int], List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """Every test stage's detections B_t^i, before the final union and NMS (for analysis,
+        e.g. tools/box_quality.py).
+
+        Args:
+            features, proposals: as for :meth:`forward` (inference).
+
+        Returns:
+            {(stream, t): per image (boxes (R, 4) of the top foreground class in the network's
+            input resolution, scores (R,))}, one box per proposal the stage received.
+        """
+        outputs, detections = self._run_stages(features, proposals, None)
+        for key in outputs:
+            if key not in detections:
+                detections[key] = self._detections(outputs, *key)
+        return {key: detections[key] for key in outputs}
+
+    def _run_stages(self, features, proposals, targets):
+        """Stage 0 of each stream, then the cooperation stages (all of them in training, the
+        test stages at inference). Returns (outputs, the detections computed on the way)."""
         feats = {s: [features[s][f] for f in self.box_in_features] for s in self.streams}
         last_stage = self.num_stages if self.training else self.test_stages
         outputs: Dict[Tuple[str, int], _StageOutput] = {}
@@ -235,9 +262,7 @@ class PCSCCascadeROIHeads(ROIHeads):
             outputs[(st.stream, st.stage)] = self._run_stage(
                 feats, props, st.stream, st.stage, targets, st.other
             )
-        if self.training:
-            return [], self._losses(outputs)
-        return self._inference(outputs), {}
+        return outputs, detections
 
     def _run_stage(
         self,

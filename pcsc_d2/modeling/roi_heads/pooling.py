@@ -58,9 +58,12 @@ class _ThreadedRoIAlign(torch.autograd.Function):
 
         def pool(rng: Tuple[int, int]) -> None:
             a, b = rng
-            out[a:b] = torch.ops.torchvision.roi_align(
-                features, rois[a:b], spatial_scale, ph, pw, sampling_ratio, aligned
-            )
+            # Grad mode is per thread, and a pool thread's is on: without this, autograd would
+            # record the kernel on ``features`` (which requires grad) and the copy into ``out``.
+            with torch.no_grad():
+                out[a:b] = torch.ops.torchvision.roi_align(
+                    features, rois[a:b], spatial_scale, ph, pw, sampling_ratio, aligned
+                )
 
         list(_executor(parts).map(pool, ranges))
         ctx.save_for_backward(rois)
@@ -75,9 +78,10 @@ class _ThreadedRoIAlign(torch.autograd.Function):
 
         def unpool(rng: Tuple[int, int]) -> torch.Tensor:
             a, b = rng
-            return torch.ops.torchvision._roi_align_backward(
-                grad[a:b], rois[a:b], spatial_scale, ph, pw, *shape, sampling_ratio, aligned
-            )
+            with torch.no_grad():
+                return torch.ops.torchvision._roi_align_backward(
+                    grad[a:b], rois[a:b], spatial_scale, ph, pw, *shape, sampling_ratio, aligned
+                )
 
         parts = list(_executor(len(ranges)).map(unpool, ranges))
         grad_features = parts[0]
@@ -104,6 +108,12 @@ def threaded_roi_align(
     Returns:
         (R, C, output_size[0], output_size[1]) pooled features.
     """
+    if features.device.type == "cpu" and features.dtype not in (torch.float32, torch.float64):
+        # CPU autocast (bf16): torchvision has no reduced-precision CPU kernel; pool in fp32.
+        pooled = threaded_roi_align(
+            features.float(), rois.float(), output_size, spatial_scale, sampling_ratio, aligned
+        )
+        return pooled.to(features.dtype)
     parts = min(torch.get_num_threads(), len(rois) // _MIN_ROIS_PER_THREAD)
     if features.device.type != "cpu" or parts < 2 or features.dtype != rois.dtype:
         return torch.ops.torchvision.roi_align(
