@@ -18,8 +18,11 @@ setup(
     install_requires=[
         "torch>=2.0",
         "torchvision",
-        "numpy<2",
-        "opencv-contrib-python-headless",
+        # The oldest checked set is numpy 1.26.4 with OpenCV 4.11.0.86 (`make test-pins` runs the
+        # suite on it and on the newest releases); numpy 2 works too.
+        "numpy>=1.26.4",
+        # contrib: cv2.optflow's TV-L1 optical flow.
+        "opencv-contrib-python-headless>=4.11.0.86",
         "fvcore",
         "iopath",
         "pycocotools",

@@ -24,6 +24,8 @@ from pcsc_d2.engine import (
     get_pcsc_cfg,
     make_checkpointer_atomic,
 )
+from pcsc_d2.engine.checkpoint import use_pcsc_checkpoint_hook
+from pcsc_d2.engine.checks import check_train_net_args
 from pcsc_d2.evaluation import PCSCEvaluator
 
 logger = logging.getLogger("pcsc_d2.train_net")
@@ -38,6 +40,10 @@ class Trainer(DefaultTrainer):
         super().__init__(cfg)
         # A run killed while saving must leave the previous checkpoint usable for --resume.
         make_checkpointer_atomic(self.checkpointer)
+
+    def build_hooks(self):
+        # Keeps the last SOLVER.CHECKPOINT_MAX_KEEP checkpoints; removes killed saves' leftovers.
+        return use_pcsc_checkpoint_hook(super().build_hooks(), self.cfg.SOLVER.CHECKPOINT_MAX_KEEP)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -65,16 +71,9 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        weights = cfg.MODEL.WEIGHTS
+        # check_train_net_args has made sure the checkpoint to load exists.
         checkpointer = PCSCCheckpointer(Trainer.build_model(cfg), cfg.OUTPUT_DIR, strict=True)
-        if not args.resume or not checkpointer.has_checkpoint():
-            if not weights or not os.path.isfile(weights):
-                raise FileNotFoundError(
-                    f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={weights!r} does not "
-                    "exist. Pass MODEL.WEIGHTS <output>/model_final.pth (or --resume to use the "
-                    "last checkpoint of OUTPUT_DIR)."
-                )
-        checkpointer.resume_or_load(weights, resume=args.resume)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, checkpointer.model)
 
     trainer = Trainer(cfg)
@@ -85,6 +84,8 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     logger.info("Command line arguments: %s", args)
+    # Config, datasets, class count and weights are checked before any process starts.
+    check_train_net_args(args)
     launch(
         main,
         args.num_gpus,

@@ -125,10 +125,11 @@ def test_road_conversion_by_hand():
         {"label": 0, "sf": 0, "ef": 1, "boxes": np.array([[315, 230, 10, 20]])},
     ]}}
     gt = road_to_annotations(road, ["a", "b"], (240, 320))
+    # 1-based (x, y, w, h) -> 0-based inclusive corners (x - 1, y - 1, x + w - 1, y + h - 1).
     np.testing.assert_array_equal(gt["gttubes"]["vidA"][1][0],
-                                  [[3, 10, 20, 14, 27], [4, 12, 20, 16, 27]])
+                                  [[3, 9, 19, 14, 27], [4, 11, 19, 16, 27]])
     # Clipped to the image: x2 = 315 + 10 - 1 = 324 -> 319, y2 = 249 -> 239.
-    np.testing.assert_array_equal(gt["gttubes"]["vidA"][0][0], [[1, 315, 230, 319, 239]])
+    np.testing.assert_array_equal(gt["gttubes"]["vidA"][0][0], [[1, 314, 229, 319, 239]])
     assert gt["test_videos"] == [["vidA"]] and gt["nframes"]["vidA"] == 6
     with pytest.raises(ValueError, match="vidA, annotation 0: 2 boxes"):
         road_to_annotations({"vidA": {"numf": 6, "annotations": [
@@ -155,7 +156,7 @@ def test_convert_cli(tmp_path, capsys):
                   str(tmp_path / "labels.txt"), "--resolution", "100x200"])
     road_gt = load_annotations(str(tmp_path / "road.json"))
     assert road_gt["labels"] == ["walk"] and road_gt["resolution"]["v"] == (100, 200)
-    np.testing.assert_array_equal(road_gt["gttubes"]["v"][0][0], [[1, 1, 1, 4, 4], [2, 2, 1, 5, 4]])
+    np.testing.assert_array_equal(road_gt["gttubes"]["v"][0][0], [[1, 0, 0, 4, 4], [2, 1, 0, 5, 4]])
     with pytest.raises(SystemExit) as exc:
         convert_main(["to-json", str(tmp_path / "missing.pkl"), str(tmp_path / "c.json")])
     assert exc.value.code == 2 and "missing.pkl" in capsys.readouterr().err

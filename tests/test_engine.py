@@ -1,11 +1,17 @@
 """Atomic writes and strict checkpoints (pcsc_d2.utils.io, pcsc_d2.engine.checkpoint)."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
+from detectron2.engine import hooks
 from torch import nn
 
-from pcsc_d2.engine.checkpoint import PCSCCheckpointer
+from pcsc_d2.engine.checkpoint import (
+    PCSCCheckpointer,
+    PCSCPeriodicCheckpointer,
+    use_pcsc_checkpoint_hook,
+)
 from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
 
@@ -68,3 +74,30 @@ def test_strict_load_refuses_mismatched_checkpoint(tmp_path):
     PCSCCheckpointer(_Net(head=True), strict=True, allow_missing=("actionness_head.",)).load(path)
     # Non-strict keeps detectron2's lenient behaviour.
     PCSCCheckpointer(_Net(width=4)).load(path)
+
+
+def test_periodic_hook_keeps_the_last_n_and_removes_stale_temporaries(tmp_path):
+    ckpt = PCSCCheckpointer(_Net(), str(tmp_path))
+    ckpt.save("model_0000001")  # an earlier run's checkpoint counts too
+    # What a save killed midway leaves (atomic_open's temporaries), and a file of the user's.
+    (tmp_path / ".model_0000003.pth.k2j4.tmp").write_bytes(b"partial")
+    (tmp_path / ".last_checkpoint.x9a1.tmp").write_text("model_0000003.pth")
+    (tmp_path / "notes.txt").write_text("kept")
+    hook = PCSCPeriodicCheckpointer(ckpt, period=2, max_to_keep=2)
+    hook.trainer = SimpleNamespace(max_iter=10)
+    hook.before_train()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    for iteration in range(2, 10):  # saves after iterations 3, 5, 7, 9, then model_final
+        hook.step(iteration)
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint", "model_0000007.pth", "model_0000009.pth", "model_final.pth",
+        "notes.txt",
+    ]
+
+
+def test_trainer_hooks_get_the_retention_hook():
+    ckpt = PCSCCheckpointer(_Net())
+    timer = hooks.IterationTimer()
+    out = use_pcsc_checkpoint_hook([timer, hooks.PeriodicCheckpointer(ckpt, 5, max_iter=9)], 3)
+    assert out[0] is timer and isinstance(out[1], PCSCPeriodicCheckpointer)
+    assert (out[1].period, out[1].max_iter, out[1].keep) == (5, 9, 3)

@@ -1,7 +1,9 @@
 """Brox-style flow encoding and the resumable flow extractor (pcsc_d2.data.flow)."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -114,10 +116,65 @@ def test_unreadable_inputs_get_clear_errors(tmp_path):
     bad.mkdir()
     (bad / "00001.jpg").write_bytes(b"not a jpeg")
     (bad / "00002.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(IOError, match="cannot decode frame .*00001.jpg"):
+    with pytest.raises(IOError, match=r"00001.jpg: cannot decode the frame"):
         extract_flow_frames(list_frames(str(bad)), str(tmp_path / "o"), "dis")
     proc = subprocess.run(
         [sys.executable, "-m", "pcsc_d2.data.flow", "--input", str(tmp_path / "nope"),
          "--output", str(tmp_path / "o")], capture_output=True, text=True,
     )
     assert proc.returncode == 2 and "input not found" in proc.stderr
+
+
+# A flow tool stand-in: a worker_pool whose two workers each record their pid and then work
+# (sleep) for long. MODE "prctl" disables the polling fallback, "fallback" disables prctl, so
+# each run checks one mechanism alone.
+_PARENT = r"""
+import os, sys, time
+from pcsc_d2.data import flow
+out, mode = sys.argv[1], sys.argv[2]
+if mode == "prctl":
+    flow._watch_parent = lambda parent_pid, interval=0.5: None
+else:
+    flow._set_parent_death_signal = lambda sig: False
+
+def job(i):
+    open(os.path.join(out, str(os.getpid())), "w").close()
+    time.sleep(120)
+
+with flow.worker_pool(2) as pool:
+    pool.map(job, range(2))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+@pytest.mark.parametrize("mode", ["prctl", "fallback"])
+def test_pool_workers_die_with_their_parent(tmp_path, mode):
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path), mode])
+    pids = []
+    try:
+        deadline = time.time() + 120
+        while len(os.listdir(tmp_path)) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        pids = [int(name) for name in os.listdir(tmp_path)]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        parent.kill()  # SIGKILL: the parent runs no cleanup at all
+        parent.wait()
+        deadline = time.time() + 10
+        while any(_alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), f"workers {pids} outlived their parent"
+    finally:
+        parent.kill()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -56,11 +56,18 @@ def test_resume_and_eval_only_errors(datasets_root, tmp_path):
     first = _train_net(datasets_root, "SOLVER.MAX_ITER", "2", *common)
     assert first.returncode == 0, first.stderr[-3000:]
     assert [r["iteration"] for r in _iterations(out)] == [1]  # d2 logs every 20 its + the last
-    # "Interrupted" after 2 iterations: --resume continues from the last checkpoint.
-    second = _train_net(datasets_root, "--resume", "SOLVER.MAX_ITER", "4", *common)
+    # "Interrupted" after 2 iterations, one save killed midway: --resume continues from the
+    # last checkpoint, removes the save's temporary and keeps the last 2 periodic checkpoints.
+    stale = os.path.join(out, ".model_0000002.pth.q1w2.tmp")
+    open(stale, "wb").close()
+    second = _train_net(datasets_root, "--resume", "SOLVER.MAX_ITER", "4",
+                        "SOLVER.CHECKPOINT_MAX_KEEP", "2", *common)
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert "model_final.pth" in log and "Starting training from iteration 2" in log
+    assert not os.path.exists(stale)
+    kept = sorted(n for n in os.listdir(out) if n.startswith("model_"))
+    assert kept == ["model_0000002.pth", "model_0000003.pth", "model_final.pth"]
 
     missing = _train_net(datasets_root, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "no.pth"),
                          "OUTPUT_DIR", str(tmp_path / "e1"))

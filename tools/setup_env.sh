@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Create .venv with everything pcsc_d2 needs, offline-friendly and idempotent.
 #
-# Usage: bash tools/setup_env.sh            (PYTHON=python3.11 to pick the interpreter)
+# Usage: bash tools/setup_env.sh            (PYTHON=python3.11 to pick the interpreter,
+#                                           VENV=/path/to/venv to build it elsewhere)
+#        PINS=old bash tools/setup_env.sh   the oldest tested numpy/OpenCV instead of the newest
 #
-# A second run is a no-op: the install is keyed on this file, setup.py and the interpreter,
-# and skipped while that key matches the stamp in .venv/.pcsc_setup.
+# PINS=current (the default) installs the newest numpy and opencv-contrib-python-headless that
+# setup.py admits; PINS=old installs the oldest set the test suite is checked on (numpy 1.26.4,
+# opencv-contrib-python-headless 4.11.0.86). `make test-pins` runs the suite on both.
+#
+# A second run is a no-op: the install is keyed on this file, setup.py, the interpreter and
+# PINS, and skipped while that key matches the stamp in $VENV/.pcsc_setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+PINS=${PINS:-current}
+case "$PINS" in
+  current) ARRAY_LIBS=("numpy>=1.26.4" "opencv-contrib-python-headless>=4.11.0.86") ;;
+  old) ARRAY_LIBS=("numpy==1.26.4" "opencv-contrib-python-headless==4.11.0.86") ;;
+  *) echo "PINS must be 'current' or 'old', got '$PINS'" >&2; exit 2 ;;
+esac
 STAMP="$VENV/.pcsc_setup"
-KEY=$(cat tools/setup_env.sh setup.py | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
+KEY=$(cat tools/setup_env.sh setup.py | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')-$PINS
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && "$VENV/bin/python" -c "import pcsc_d2" 2>/dev/null; then
   exit 0
@@ -35,8 +47,8 @@ PIP=(quiet "$PY" -m pip install --disable-pip-version-check -q)
 
 echo "[setup] torch + torchvision"
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-echo "[setup] numpy, opencv (contrib: TV-L1), detectron2's requirements, test tools"
-"${PIP[@]}" "numpy==1.26.4" "opencv-contrib-python-headless==4.11.0.86" \
+echo "[setup] numpy, opencv (contrib: TV-L1) [$PINS], detectron2's requirements, test tools"
+"${PIP[@]}" "${ARRAY_LIBS[@]}" \
   fvcore iopath pycocotools yacs tabulate termcolor cloudpickle tqdm "omegaconf>=2.1,<2.4" \
   "hydra-core>=1.1" matplotlib tensorboard packaging Pillow "setuptools<81" scipy \
   installer pytest imageio

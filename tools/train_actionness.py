@@ -17,8 +17,10 @@ import logging
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from pcsc_d2.engine import PCSCCheckpointer, get_pcsc_cfg
+from pcsc_d2.engine import PCSCCheckpointer
 from pcsc_d2.engine.actionness import train_actionness
+from pcsc_d2.engine.checks import check_pcsc_setup, load_pcsc_cfg
+from pcsc_d2.utils.errors import INPUT_ERRORS, exit_with_error
 
 
 def main() -> None:
@@ -28,7 +30,11 @@ def main() -> None:
     args = parser.parse_args()
     setup_logger(name="pcsc_d2")
     setup_logger(name="detectron2", abbrev_name="d2")
-    cfg = get_pcsc_cfg(args.config_file, args.opts)
+    try:  # config, training dataset, class count and detector weights, before any work
+        cfg = load_pcsc_cfg(args.config_file, args.opts)
+        check_pcsc_setup(cfg, dataset_keys=("TRAIN",), weights_required=True)
+    except INPUT_ERRORS as e:
+        exit_with_error(e)
     cfg.MODEL.PCSC.OUTPUT_FEATURES = True
     cfg.MODEL.PCSC.ACTIONNESS.ENABLED = True
     cfg.freeze()

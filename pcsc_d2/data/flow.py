@@ -15,9 +15,14 @@ Finished flow files are skipped, so an interrupted run resumes; each file is wri
 """
 import argparse
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 from multiprocessing.pool import Pool
 from typing import Iterator, List, Optional, Tuple
 
@@ -25,6 +30,7 @@ import cv2
 import numpy as np
 import tqdm
 
+from pcsc_d2.utils.image_io import read_image
 from pcsc_d2.utils.io import atomic_open
 
 __all__ = [
@@ -99,10 +105,8 @@ def list_frames(folder: str) -> List[str]:
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise IOError(f"cannot decode frame {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """A (H, W, 3) uint8 RGB frame; a missing, truncated or undecodable file is an IOError."""
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
 
 
 def _write_jpeg(path: str, rgb: np.ndarray, quality: int = 95) -> None:
@@ -190,9 +194,51 @@ def extract_flow_video(
     return extract_flow_frames(list_frames(rgb_dir), out_dir, method)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Poll until the parent is gone (this process is re-parented), then SIGTERM ourselves."""
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    # Unwinding (instead of the default instant death) lets atomic_open remove its temporary.
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker when the process that made the pool dies.
+
+    Without it, killing the flow tool (kill -9, an OOM kill) leaves its workers running and
+    writing. On Linux the kernel signals the worker (prctl PR_SET_PDEATHSIG); elsewhere a
+    daemon thread polls for the re-parenting that follows the parent's death.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if not _set_parent_death_signal(signal.SIGTERM):
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True
+        ).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int) -> Iterator[Pool]:
-    """A fork Pool whose workers run OpenCV single-threaded (one process per core already).
+    """A fork Pool whose workers run OpenCV single-threaded and die with the calling process.
 
     OpenCV's thread pool must be shrunk in the parent, before the fork: a forked child that
     reconfigures the pool it inherited waits forever on the parent's (absent) threads.
@@ -200,7 +246,9 @@ def worker_pool(workers: int) -> Iterator[Pool]:
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context("fork").Pool(
+            workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             yield pool
     finally:
         cv2.setNumThreads(threads)

@@ -11,6 +11,8 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from pcsc_d2.utils.image_io import read_image
+
 from .datasets import class_flip_permutation
 
 __all__ = ["PCSCClipMapper", "read_clip", "read_frames"]
@@ -19,10 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def _imread(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise IOError(f"cannot read frame {path} (missing or not an image)")
-    return img
+    """A (H, W, 3) uint8 BGR frame; a missing, truncated or undecodable file is an IOError."""
+    return read_image(path)
 
 
 def read_frames(paths: List[str]) -> np.ndarray:
@@ -32,7 +32,7 @@ def read_frames(paths: List[str]) -> np.ndarray:
     G = y-flow, B = magnitude.
 
     Raises:
-        IOError: naming the first file that is missing or cannot be decoded.
+        IOError: naming the first file that is missing, truncated or cannot be decoded.
     """
     # A clip clamped at a video end repeats paths: decode each file once.
     cache: Dict[str, np.ndarray] = {}
@@ -75,7 +75,7 @@ def read_clip(
         uint8 array (3, K, H', W') in RGB channel order (for flow images: x, y, magnitude).
 
     Raises:
-        IOError: naming the first file that is missing or cannot be decoded.
+        IOError: naming the first file that is missing, truncated or cannot be decoded.
         ValueError: naming a frame whose size is not ``expected_size``.
     """
     transforms = transforms or T.TransformList([])
