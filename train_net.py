@@ -20,6 +20,7 @@ from pcsc_d2.engine import (
     PCSCCheckpointer,
     build_pcsc_test_loader,
     build_pcsc_train_loader,
+    configure_amp,
     enable_cpu_distributed_training,
     get_pcsc_cfg,
     make_checkpointer_atomic,
@@ -40,6 +41,7 @@ class Trainer(DefaultTrainer):
         super().__init__(cfg)
         # A run killed while saving must leave the previous checkpoint usable for --resume.
         make_checkpointer_atomic(self.checkpointer)
+        configure_amp(self._trainer, cfg)  # SOLVER.AMP.PRECISION (bf16 by default)
 
     def build_hooks(self):
         # Keeps the last SOLVER.CHECKPOINT_MAX_KEEP checkpoints; removes killed saves' leftovers.

@@ -70,6 +70,10 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PCSC.STAGE_IOU_THRESH = 0.5
     # Stages used at test time: union of stages 0..t of both streams; -1 = NUM_STAGES.
     cfg.MODEL.PCSC.TEST_STAGES = -1
+    # Box voting over that union (not in the paper): > 0 replaces each detection kept by the
+    # final NMS with the score-weighted mean of all stages' boxes of its class overlapping it
+    # by at least this IoU; 0 keeps NMS's boxes.
+    cfg.MODEL.PCSC.TEST_BOX_VOTING = 0.0
     # Put each detection's cooperated RoI feature (the last stage's F^i + g_T(F^j) at its box,
     # whatever stage found it) in Instances.features at inference (TR's training samples).
     cfg.MODEL.PCSC.OUTPUT_FEATURES = False

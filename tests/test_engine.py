@@ -101,3 +101,32 @@ def test_trainer_hooks_get_the_retention_hook():
     out = use_pcsc_checkpoint_hook([timer, hooks.PeriodicCheckpointer(ckpt, 5, max_iter=9)], 3)
     assert out[0] is timer and isinstance(out[1], PCSCPeriodicCheckpointer)
     assert (out[1].period, out[1].max_iter, out[1].keep) == (5, 9, 3)
+
+
+@pytest.mark.parametrize("precision,scaling", [("bfloat16", False), ("float16", True)])
+def test_configure_amp_sets_the_precision(precision, scaling):
+    import warnings
+
+    from detectron2.config import get_cfg
+    from detectron2.engine import AMPTrainer, SimpleTrainer
+
+    from pcsc_d2.config import add_pcsc_config
+    from pcsc_d2.engine import configure_amp
+
+    cfg = get_cfg()
+    add_pcsc_config(cfg)
+    cfg.SOLVER.AMP.PRECISION = precision
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GradScaler warns that CUDA is absent here
+        loop = AMPTrainer(model, [], opt)
+    configure_amp(loop, cfg)
+    assert loop.precision == getattr(torch, precision)
+    assert loop.grad_scaler.is_enabled() == (scaling and torch.cuda.is_available())
+    plain = SimpleTrainer(model, [], opt)
+    configure_amp(plain, cfg)  # not an AMP loop: untouched
+    assert not hasattr(plain, "precision")
+    cfg.SOLVER.AMP.PRECISION = "int8"
+    with pytest.raises(ValueError, match="PRECISION"):
+        configure_amp(loop, cfg)

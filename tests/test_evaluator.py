@@ -67,7 +67,8 @@ def test_evaluator_perfect_detections_and_outputs(tmp_path):
     res = ev.evaluate()["pcsc"]
     assert res["frame_mAP@0.5"] == pytest.approx(100.0)
     for k in ("video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75", "video_mAP@0.5:0.95",
-              "video_mAP@0.5/TR", "video_mAP@0.5/noTR"):
+              "video_mAP@0.5/TR", "video_mAP@0.5/noTR", "video_mAP@0.5/TR-ends",
+              "video_mAP@0.5/TR-split"):
         assert res[k] == pytest.approx(100.0), k
     assert res["frame_AP@0.5-c1"] == pytest.approx(100.0)
     files = sorted(os.listdir(tmp_path))

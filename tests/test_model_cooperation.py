@@ -110,3 +110,28 @@ def test_actionness_head_uses_each_samples_own_classifier():
     assert (after != before).tolist() == [False, False, True, False, False, False]
     with pytest.raises(ValueError):
         mlp(feats, classes[:2])
+
+
+def test_box_voting_weights_overlapping_boxes_of_the_class_by_score():
+    from pcsc_d2.modeling.roi_heads.box_voting import vote_boxes
+
+    kept = torch.tensor([[10.0, 10.0, 30.0, 50.0], [100.0, 0.0, 120.0, 20.0]])
+    classes = torch.tensor([1, 0])
+    boxes = torch.tensor([
+        [10.0, 10.0, 30.0, 50.0],   # the kept box itself
+        [12.0, 10.0, 32.0, 50.0],   # overlaps it (IoU 0.82), class-1 score 0.5
+        [60.0, 60.0, 80.0, 90.0],   # far away: no vote
+        [100.0, 0.0, 120.0, 20.0],  # the second kept box, class 0
+    ])
+    scores = torch.tensor([[0.0, 0.9, 0.1], [0.3, 0.5, 0.2], [0.0, 0.9, 0.1], [0.8, 0.1, 0.1]])
+    out = vote_boxes(kept, classes, boxes, scores[:, :2], iou_thresh=0.7)
+    # (0.9 * 10 + 0.5 * 12) / 1.4 for x1 and (0.9 * 30 + 0.5 * 32) / 1.4 for x2.
+    assert torch.allclose(out[0], torch.tensor([15 / 1.4, 10.0, 43 / 1.4, 50.0]), atol=1e-4)
+    # The class-0 box: the overlapping class-1 candidates vote with their class-0 scores only.
+    assert torch.allclose(out[1], kept[1])
+    # A higher IoU threshold leaves the lone box; a score threshold above 0.5 too.
+    assert torch.allclose(vote_boxes(kept, classes, boxes, scores[:, :2], 0.9), kept)
+    assert torch.allclose(vote_boxes(kept, classes, boxes, scores[:, :2], 0.7, 0.6), kept)
+    # Class-specific candidates: each class votes with its own boxes.
+    specific = torch.cat([boxes + 100, boxes], dim=1)  # class 0 far away, class 1 as before
+    assert torch.allclose(vote_boxes(kept, classes, specific, scores[:, :2], 0.7)[0], out[0])

@@ -278,3 +278,21 @@ def test_overfits_one_clip():
             history.append(loss.item())
     assert all(math.isfinite(v) for v in history)
     assert sum(history[-5:]) / 5 < 0.4 * history[0], history
+
+
+def test_temporal_pool_center_takes_the_key_frame_step():
+    cfg = _cfg()
+    cfg.MODEL.PCSC.TEMPORAL_POOL = "center"
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg)
+    x = torch.arange(2 * 4 * 5 * 6, dtype=torch.float32).view(1, 2, 4, 5, 6)  # T' = 4
+    # K = 8 frames: the key frame is the 5th (index 4), i.e. step 4 // 2 = 2 of 4 steps, step 1
+    # of 2 and step 0 of 1.
+    assert torch.equal(backbone._to_key_frame(x, 8), x[:, :, 2])
+    assert torch.equal(backbone._to_key_frame(x[:, :, :2], 8), x[:, :, 1])
+    assert torch.equal(backbone._to_key_frame(x[:, :, :1], 8), x[:, :, 0])
+    cfg.MODEL.PCSC.TEMPORAL_POOL = "mean"
+    assert torch.allclose(build_backbone(cfg)._to_key_frame(x, 8), x.mean(dim=2))
+    cfg.MODEL.PCSC.TEMPORAL_POOL = "max"
+    with pytest.raises(ValueError, match="TEMPORAL_POOL"):
+        build_backbone(cfg)

@@ -1,6 +1,8 @@
 """Report helpers: metrics rows with and without TR, and the paper's ablation claims."""
 import math
 
+import pytest
+
 from pcsc_d2.evaluation.results import MAIN_METRICS, check_paper_claims, markdown_table, metrics_row
 
 
@@ -65,3 +67,21 @@ def test_has_metrics_looks_below_the_folder(tmp_path):
     (nested / "pcsc_metrics.json").write_text('{"frame_mAP@0.5": 12.5}')
     assert has_metrics(str(tmp_path / "eval"))
     assert find_metrics(str(tmp_path / "eval")) == {"frame_mAP@0.5": 12.5}
+
+
+def test_seed_statistics_and_spread_verdicts():
+    from pcsc_d2.evaluation.results import compare_with_spread, seed_statistics
+
+    stats = seed_statistics([{"m": 50.0}, {"m": 54.0}, {"m": 58.0}])["m"]
+    assert stats["mean"] == 54.0 and stats["std"] == pytest.approx(4.0)
+    assert (stats["min"], stats["max"], stats["n"]) == (50.0, 58.0, 3)
+    tight = seed_statistics([{"m": 44.0}, {"m": 45.0}, {"m": 46.0}])["m"]  # std 1
+    # 54 - 45 = 9 > sqrt(4^2 + 1^2) = 4.12: holds; 54 vs 52 is within the spread.
+    verdict, diff, spread = compare_with_spread(stats, tight)
+    assert verdict == "holds" and diff == pytest.approx(9.0)
+    assert spread == pytest.approx(17 ** 0.5)
+    close = seed_statistics([{"m": 51.0}, {"m": 52.0}, {"m": 53.0}])["m"]
+    assert compare_with_spread(stats, close)[0] == "within spread"
+    assert compare_with_spread(tight, stats)[0] == "reversed"
+    one = seed_statistics([{"m": 3.0}])["m"]
+    assert one["std"] == 0.0

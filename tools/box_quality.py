@@ -48,7 +48,8 @@ def _order(names: List[str]) -> List[str]:
             return (0, name)
         if name == "final":
             return (99, name)
-        return (1 + int(name.rsplit("_s", 1)[1]), name)
+        stage = name.rsplit("_s", 1)[1]
+        return (1 + int(stage.split("_")[0]), name.endswith("_in") is False, name)
 
     return sorted(names, key=rank)
 

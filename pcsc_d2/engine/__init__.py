@@ -3,6 +3,7 @@ from .checkpoint import PCSCCheckpointer, make_checkpointer_atomic
 from .defaults import (
     build_pcsc_test_loader,
     build_pcsc_train_loader,
+    configure_amp,
     enable_cpu_distributed_training,
     get_pcsc_cfg,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "make_checkpointer_atomic",
     "build_pcsc_test_loader",
     "build_pcsc_train_loader",
+    "configure_amp",
     "enable_cpu_distributed_training",
     "get_pcsc_cfg",
 ]

@@ -5,12 +5,14 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import create_ddp_model
+import torch
 from torch import nn
 
 from pcsc_d2.config import add_pcsc_config
 from pcsc_d2.data import PCSCClipMapper, configure_pcsc_datasets
 
 __all__ = [
+    "configure_amp",
     "get_pcsc_cfg",
     "build_pcsc_train_loader",
     "build_pcsc_test_loader",
@@ -57,6 +59,28 @@ def build_pcsc_test_loader(
             dataset, mapper=mapper, batch_size=batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS
         )
     return build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=batch_size)
+
+
+def configure_amp(train_loop, cfg: CfgNode) -> None:
+    """Give detectron2's AMPTrainer the precision of SOLVER.AMP.PRECISION.
+
+    detectron2 builds its AMPTrainer for float16 with a gradient scaler; bfloat16 has float32's
+    range, so it trains without loss scaling. Anything but an AMPTrainer is left alone.
+
+    Args:
+        train_loop: ``DefaultTrainer._trainer`` (a SimpleTrainer or AMPTrainer).
+        cfg: the config.
+    """
+    from detectron2.engine import AMPTrainer
+
+    if not isinstance(train_loop, AMPTrainer):
+        return
+    name = cfg.SOLVER.AMP.PRECISION
+    if name not in ("bfloat16", "float16"):
+        raise ValueError(f"SOLVER.AMP.PRECISION must be 'bfloat16' or 'float16', got {name!r}")
+    train_loop.precision = getattr(torch, name)
+    if name == "bfloat16":
+        train_loop.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
 
 
 def create_ddp_model_cpu_aware(model: nn.Module, **kwargs) -> nn.Module:

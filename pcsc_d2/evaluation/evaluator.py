@@ -6,6 +6,7 @@ metrics (ACT conventions unless told otherwise). :func:`compute_metrics` is the 
 core shared with the command line (``python -m pcsc_d2.evaluation``).
 """
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -19,7 +20,7 @@ from tabulate import tabulate
 
 from pcsc_d2.structures import d2_to_gt
 from pcsc_d2.tubes.linking import LinkingOptions, Tube, link_video
-from pcsc_d2.tubes.refinement import RefineOptions, refine_tubes
+from pcsc_d2.tubes.refinement import MODES, RefineOptions, refine_tubes
 from pcsc_d2.utils.io import atomic_save_json
 
 from .ap import check_convention
@@ -173,7 +174,8 @@ class PCSCEvaluator(DatasetEvaluator):
     and writes (atomically, to ``output_dir``) ``pcsc_detections.json``, ``pcsc_tubes.json``
     (and ``pcsc_tubes_refined.json``), ``pcsc_metrics.json`` and ``pcsc_pr_curves.png``.
     When actionness is present, video metrics are computed with and without TR (suffixes
-    "/noTR" and "/TR"); the unsuffixed keys follow ``refine``.
+    "/noTR" and "/TR", plus "/TR-ends" and "/TR-split" for both trimming rules); the unsuffixed
+    keys follow ``refine``.
     """
 
     @configurable
@@ -303,6 +305,16 @@ class PCSCEvaluator(DatasetEvaluator):
             for k in video_keys:
                 metrics[k + "/noTR"] = metrics[k]
                 metrics[k + "/TR"] = tr_metrics[k]
+            # The other trimming rule too (cheap: no detector run), so every evaluation compares
+            # TUBES.REFINE.MODE "ends" and "split" on the same tubes: "/TR-ends", "/TR-split".
+            for mode in MODES:
+                other = tr_metrics
+                if mode != self._refine_options.mode:
+                    opts = dataclasses.replace(self._refine_options, mode=mode)
+                    other, _ = compute_metrics(gt, None, refine_tubes(tubes, opts), errors=False,
+                                               **kwargs)
+                for k in video_keys:
+                    metrics[f"{k}/TR-{mode}"] = other[k]
             if self._refine:
                 metrics.update({k: v for k, v in tr_metrics.items() if k.startswith("video_")})
                 details["curves"].update(tr_details["curves"])

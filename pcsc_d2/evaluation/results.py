@@ -5,12 +5,16 @@ from typing import Dict, List, Sequence, Tuple
 
 __all__ = [
     "MAIN_METRICS",
+    "REPORT_METRICS",
     "check_paper_claims",
+    "compare_with_spread",
     "find_metrics",
     "find_results_dir",
     "has_metrics",
     "markdown_table",
+    "markdown_table_with_spread",
     "metrics_row",
+    "seed_statistics",
 ]
 
 # The figures every report shows, in this order (percent).
@@ -21,6 +25,8 @@ MAIN_METRICS = [
     "video_mAP@0.75",
     "video_mAP@0.5:0.95",
 ]
+# ... and with the box quality of the final detections (MABO, percent).
+REPORT_METRICS = MAIN_METRICS + ["MABO"]
 
 
 def find_results_dir(folder: str) -> str:
@@ -50,7 +56,9 @@ def find_metrics(folder: str) -> Dict:
         return json.load(f)
 
 
-def metrics_row(metrics: Dict, tr: bool = False) -> Dict[str, float]:
+def metrics_row(
+    metrics: Dict, tr: bool = False, keys: Sequence[str] = tuple(MAIN_METRICS)
+) -> Dict[str, float]:
     """The main figures of a metrics dict, without temporal refinement or (``tr``) with it.
 
     Video metrics of an evaluation with actionness carry "/noTR" and "/TR" suffixes; frame
@@ -58,17 +66,21 @@ def metrics_row(metrics: Dict, tr: bool = False) -> Dict[str, float]:
     """
     suffix = "/TR" if tr else "/noTR"
     row = {}
-    for k in MAIN_METRICS:
+    for k in keys:
         value = metrics.get(k + suffix, metrics.get(k)) if k.startswith("video") else metrics.get(k)
         row[k] = float("nan") if value is None else float(value)
     return row
 
 
-def markdown_table(rows: Sequence[Tuple[str, Dict[str, float]]], first: str = "model") -> str:
-    """A markdown table of MAIN_METRICS, one row per (name, metrics row)."""
-    lines = [f"| {first} | " + " | ".join(MAIN_METRICS) + " |", "|---" * (len(MAIN_METRICS) + 1) + "|"]
+def markdown_table(
+    rows: Sequence[Tuple[str, Dict[str, float]]],
+    first: str = "model",
+    metrics: Sequence[str] = tuple(MAIN_METRICS),
+) -> str:
+    """A markdown table of ``metrics`` (MAIN_METRICS), one row per (name, metrics row)."""
+    lines = [f"| {first} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for name, row in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.1f}" for k in MAIN_METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.1f}" for k in metrics) + " |")
     return "\n".join(lines)
 
 
@@ -130,3 +142,55 @@ def check_paper_claims(
         ),
     ]
     return [(claim, bool(holds), evidence) for claim, holds, evidence in claims]
+
+
+def seed_statistics(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Mean and spread of every metric over runs that differ only in their seed.
+
+    Args:
+        rows: one metrics row per seed (the same keys).
+
+    Returns:
+        {metric: {"mean", "std" (sample standard deviation, 0 for one run), "min", "max", "n"}}.
+    """
+    out = {}
+    for k in rows[0]:
+        values = [float(r[k]) for r in rows]
+        n = len(values)
+        mean = sum(values) / n
+        var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+        out[k] = {"mean": mean, "std": var ** 0.5, "min": min(values), "max": max(values), "n": n}
+    return out
+
+
+def compare_with_spread(a: Dict[str, float], b: Dict[str, float]) -> Tuple[str, float, float]:
+    """Whether mean a exceeds mean b by more than the spread of their difference.
+
+    Args:
+        a, b: :func:`seed_statistics` entries of one metric for two models.
+
+    Returns:
+        (verdict, difference of the means, spread = sqrt(std_a^2 + std_b^2)); the verdict is
+        "holds" (difference > spread), "reversed" (difference < -spread) or "within spread".
+        With one seed each the spread is 0 and any difference decides.
+    """
+    diff = a["mean"] - b["mean"]
+    spread = (a["std"] ** 2 + b["std"] ** 2) ** 0.5
+    if diff > spread:
+        return "holds", diff, spread
+    if diff < -spread:
+        return "reversed", diff, spread
+    return "within spread", diff, spread
+
+
+def markdown_table_with_spread(
+    rows: Sequence[Tuple[str, Dict[str, Dict[str, float]]]],
+    metrics: Sequence[str] = tuple(MAIN_METRICS),
+    first: str = "model",
+) -> str:
+    """A markdown table of "mean ± std" cells, one row per (name, :func:`seed_statistics`)."""
+    lines = [f"| {first} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for name, stats in rows:
+        cells = [f"{stats[k]['mean']:.1f} ± {stats[k]['std']:.1f}" for k in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -185,8 +185,8 @@ class PCSCTwoStreamRCNN(nn.Module):
 
         Returns:
             One dict per input, boxes (R, 4) XYXY_ABS in the original frame size:
-            "proposals_<stream>" (each RPN's), "<stream>_s<t>" (each test stage's B_t^i, one box
-            per proposal it received) and "final" (the output detections).
+            "proposals_<stream>" (each RPN's), "<stream>_s<t>_in" (the proposals P_t^i of each
+            test stage), "<stream>_s<t>" (its boxes B_t^i) and "final" (the output detections).
         """
         assert not self.training
         images = self.preprocess_clips(batched_inputs)
@@ -201,7 +201,8 @@ class PCSCTwoStreamRCNN(nn.Module):
                 [inp.get("width", w) / w, inp.get("height", h) / h] * 2, device=self.device
             )
             boxes = {f"proposals_{s}": proposals[s][i].proposal_boxes.tensor for s in self.streams}
-            boxes.update({f"{s}_s{t}": dets[i][0] for (s, t), dets in stages.items()})
+            for (s, t), dets in stages.items():
+                boxes[f"{s}_s{t}_in"], boxes[f"{s}_s{t}"] = dets[i][2], dets[i][0]
             boxes["final"] = finals[i].pred_boxes.tensor
             outputs.append({k: v * scale for k, v in boxes.items()})
         return outputs

@@ -23,6 +23,7 @@ from .cooperation import (
     cooperate_proposals,
     cooperation_schedule,
 )
+from .box_voting import vote_boxes
 from .pooling import PCSCROIPooler
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         test_score_thresh: float = 0.05,
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
+        test_box_voting: float = 0.0,
         **kwargs,
     ):
         """
@@ -107,6 +109,8 @@ class PCSCCascadeROIHeads(ROIHeads):
                 :func:`cooperate_proposals`.
             test_stages: inference unites stages 0..test_stages (-1 = all).
             test_score_thresh, test_nms_thresh, test_topk_per_image: final per-class NMS.
+            test_box_voting: > 0: each final box becomes the score-weighted mean of the union's
+                boxes of its class overlapping it by at least this IoU (:func:`vote_boxes`).
             kwargs: for :class:`ROIHeads` (num_classes, sampling, matcher, proposal_append_gt).
         """
         super().__init__(**kwargs)
@@ -132,6 +136,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
+        self.test_box_voting = test_box_voting
 
     @property
     def feature_dim(self) -> int:
@@ -161,6 +166,7 @@ class PCSCCascadeROIHeads(ROIHeads):
                 "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
                 "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+                "test_box_voting": pcsc.TEST_BOX_VOTING,
             }
         )
         return ret
@@ -239,13 +245,16 @@ class PCSCCascadeROIHeads(ROIHeads):
 
         Returns:
             {(stream, t): per image (boxes (R, 4) of the top foreground class in the network's
-            input resolution, scores (R,))}, one box per proposal the stage received.
+            input resolution, scores (R,), the proposals P_t^i (R', 4) the stage received)}.
         """
         outputs, detections = self._run_stages(features, proposals, None)
         for key in outputs:
             if key not in detections:
                 detections[key] = self._detections(outputs, *key)
-        return {key: detections[key] for key in outputs}
+        return {
+            key: [(b, s, p.proposal_boxes.tensor) for (b, s), p in zip(detections[key], props)]
+            for key, (_, props) in outputs.items()
+        }
 
     def _run_stages(self, features, proposals, targets):
         """Stage 0 of each stream, then the cooperation stages (all of them in training, the
@@ -421,13 +430,22 @@ class PCSCCascadeROIHeads(ROIHeads):
         for boxes, scores, image_size in per_image:
             boxes, scores = torch.cat(boxes), torch.cat(scores)
             valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+            boxes, scores = boxes[valid], scores[valid]
             result, _ = fast_rcnn_inference_single_image(
-                boxes[valid],
-                scores[valid],
+                boxes,
+                scores,
                 image_size,
                 self.test_score_thresh,
                 self.test_nms_thresh,
                 self.test_topk_per_image,
             )
+            if self.test_box_voting > 0:
+                clipped = Boxes(boxes.reshape(-1, 4))
+                clipped.clip(image_size)
+                result.pred_boxes = Boxes(vote_boxes(
+                    result.pred_boxes.tensor, result.pred_classes,
+                    clipped.tensor.view(boxes.shape), scores[:, :-1], self.test_box_voting,
+                    self.test_score_thresh,
+                ))
             results.append(result)
         return results
