@@ -1,15 +1,23 @@
 #!/usr/bin/env python
-"""The paper's ablation (Tables 5 and 6) on the synthetic benchmark, with one schedule.
+"""The paper's ablation (Tables 5 and 6) on a synthetic design, over seeds, with one schedule.
 
-    python tools/run_ablation.py [--output output/ablation]
-        [KEY VALUE ...]   # extra overrides for every run, e.g. SOLVER.MAX_ITER 600
+    python tools/run_ablation.py [--output output/ablation] [--design motion|balanced]
+        [--seeds 1 2 3] [--budget iters|time] [--opts KEY VALUE ...]
 
-Trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature cooperation,
-evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES), trains TR on
-PCSC and evaluates PCSC + TR, then writes ablation.md, ablation.json and ablation.png. Every run
-resumes / is skipped when its result exists.
+Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
+cooperation, evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES), trains
+TR on PCSC and evaluates PCSC + TR. Then writes ablation.md, ablation.json and ablation.png:
+mean ± std over the seeds, and the paper's claims, each called "holds" only where the difference
+exceeds its spread. Every run resumes / is skipped when its result exists; PCSC and its TR use
+the main job's folders (``seed<s>/pcsc``, ``seed<s>/tr``, ``seed<s>/eval``), so pointing --output
+at a seed study (tools/seed_study.py) reuses its models.
+
+``--budget iters`` trains every model for the config's SOLVER.MAX_ITER (equal training budget);
+``--budget time`` gives each model the iterations that take as long as PCSC's (equal wall time),
+from the seconds per iteration that each training logged in a 20-iteration timing run.
 """
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -20,8 +28,9 @@ from pcsc_d2.evaluation.results import (
     check_paper_claims,
     find_metrics,
     has_metrics,
-    markdown_table,
+    markdown_table_with_spread,
     metrics_row,
+    seed_statistics,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +47,7 @@ VARIANTS: Dict[str, str] = {
     "pcsc_no_feature_coop": "configs/ablation/synthetic_no_feature_coop.yaml",
 }
 STAGED = ("pcsc", "pcsc_no_feature_coop")
+DESIGN_DATASETS = {"motion": "synthetic", "balanced": "synthetic_balanced"}
 
 logger = logging.getLogger("pcsc_d2.ablation")
 
@@ -47,46 +57,85 @@ def run(cmd: List[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+def seconds_per_iter(config: str, opts: List[str], folder: str) -> float:
+    """Median seconds per training iteration of a config, from a 20-iteration run."""
+    metrics = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(metrics):
+        run([sys.executable, "train_net.py", "--config-file", config, *opts, "OUTPUT_DIR", folder,
+             "MODEL.WEIGHTS", WEIGHTS, "SOLVER.MAX_ITER", "20", "SOLVER.CHECKPOINT_PERIOD",
+             "100000", *NO_EVAL])
+    with open(metrics) as f:
+        times = [json.loads(line)["time"] for line in f if '"time"' in line]
+    return sorted(times)[len(times) // 2]
+
+
+def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dict]:
+    """Train and evaluate every variant for one seed; returns {row name: metrics}."""
+    py = sys.executable
+    common = ["SEED", str(seed), *opts]
+    iters = {}
+    if budget == "time":
+        from pcsc_d2.engine import get_pcsc_cfg
+
+        base_iters = get_pcsc_cfg(VARIANTS["pcsc"], opts).SOLVER.MAX_ITER
+        rates = {n: seconds_per_iter(c, common, os.path.join(out, "timing", n))
+                 for n, c in VARIANTS.items()}
+        for name in VARIANTS:
+            iters[name] = int(round(base_iters * rates["pcsc"] / rates[name]))
+        logger.info("equal wall time: seconds/iteration %s -> iterations %s", rates, iters)
+    results: Dict[str, Dict] = {}
+    for name, config in VARIANTS.items():
+        folder = os.path.join(out, name)
+        extra = []
+        if name in iters:
+            n = iters[name]
+            steps = f"({int(0.75 * n)}, {int(0.92 * n)})"
+            extra = ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", steps]
+        if not os.path.isfile(os.path.join(folder, "model_final.pth")):
+            run([py, "train_net.py", "--config-file", config, "--resume", *common, *extra,
+                 "OUTPUT_DIR", folder, "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
+        for t in range(5) if name in STAGED else [None]:
+            tag = name if t is None else f"{name}_stage{t}"
+            ev = os.path.join(folder, "eval" if t is None else f"eval_stage{t}")
+            if not has_metrics(ev):
+                stages = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
+                run([py, "train_net.py", "--config-file", config, "--eval-only", *common, *stages,
+                     "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")])
+            results[tag] = find_metrics(ev)
+    # PCSC + TR in the main job's folders (tr/, eval/), so a seed study's are reused.
+    tr = os.path.join(out, "tr")
+    if not os.path.isfile(os.path.join(tr, "model_tr.pth")):
+        run([py, "tools/train_actionness.py", "--config-file", VARIANTS["pcsc"], *common,
+             "OUTPUT_DIR", tr, "MODEL.WEIGHTS", os.path.join(out, "pcsc", "model_final.pth")])
+    ev = os.path.join(out, "eval")
+    if not has_metrics(ev):
+        run([py, "train_net.py", "--config-file", VARIANTS["pcsc"], "--eval-only", *common,
+             "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
+             "TUBES.REFINE.ENABLED", "True"])
+    results["pcsc_tr"] = find_metrics(ev)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    parser.add_argument("--design", default="motion", choices=sorted(DESIGN_DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--budget", default="iters", choices=["iters", "time"])
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    py = sys.executable
-    results: Dict[str, Dict] = {}
-    for name, config in VARIANTS.items():
-        out = os.path.join(args.output, name)
-        base, common = ["--config-file", config], list(args.opts)
-        if not os.path.isfile(os.path.join(out, "model_final.pth")):
-            run([py, "train_net.py", *base, "--resume", *common, "OUTPUT_DIR", out,
-                 "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
-        stages = range(5) if name in STAGED else [None]
-        for t in stages:
-            tag = name if t is None else f"{name}_stage{t}"
-            ev = os.path.join(out, "eval" if t is None else f"eval_stage{t}")
-            if not has_metrics(ev):
-                extra = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
-                run([py, "train_net.py", *base, "--eval-only", *common, *extra, "OUTPUT_DIR", ev,
-                     "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
-            results[tag] = find_metrics(ev)
-    # PCSC + TR.
-    pcsc_out, tr_out = os.path.join(args.output, "pcsc"), os.path.join(args.output, "pcsc_tr")
-    if not os.path.isfile(os.path.join(tr_out, "model_tr.pth")):
-        run([py, "tools/train_actionness.py", "--config-file", VARIANTS["pcsc"], *args.opts,
-             "OUTPUT_DIR", tr_out, "MODEL.WEIGHTS", os.path.join(pcsc_out, "model_final.pth")])
-    ev = os.path.join(tr_out, "eval")
-    if not has_metrics(ev):
-        run([py, "train_net.py", "--config-file", VARIANTS["pcsc"], "--eval-only", *args.opts,
-             "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr_out, "model_tr.pth"),
-             "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"])
-    results["pcsc_tr"] = find_metrics(ev)
-    write_outputs(results, args.output)
+    data = DESIGN_DATASETS[args.design]
+    opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
+            *args.opts]
+    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), opts, args.budget)
+                for s in args.seeds}
+    write_outputs(per_seed, args.output, f"{args.design} design, {args.budget} budget")
 
 
-def write_outputs(results: Dict[str, Dict], folder: str) -> None:
-    """ablation.json, ablation.md (one row per model, then the paper's claims tested) and
-    ablation.png (mAP vs stage)."""
+def write_outputs(per_seed: Dict[int, Dict[str, Dict]], folder: str, title: str) -> None:
+    """ablation.json, ablation.md (mean ± std per model, then the paper's claims tested) and
+    ablation.png (mAP vs stage, with the spread as error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,34 +143,40 @@ def write_outputs(results: Dict[str, Dict], folder: str) -> None:
 
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
 
-    rows = {name: metrics_row(m, tr=name == "pcsc_tr") for name, m in results.items()}
-    table = markdown_table([(name + (" (PCSC + TR)" if name == "pcsc_tr" else ""), row)
-                            for name, row in rows.items()])
+    names = list(next(iter(per_seed.values())))
+    rows = {name: [metrics_row(r[name], tr=name == "pcsc_tr") for r in per_seed.values()]
+            for name in names}
+    stats = {name: seed_statistics(r) for name, r in rows.items()}
+    table = markdown_table_with_spread(
+        [(name + (" (PCSC + TR)" if name == "pcsc_tr" else ""), stats[name]) for name in names]
+    )
     claims = check_paper_claims(rows)
-    claim_lines = [f"- {'holds' if ok else 'does NOT hold'}: {claim} ({evidence})"
-                   for claim, ok, evidence in claims]
+    claim_lines = [f"- {verdict}: {claim} ({evidence})" for claim, verdict, evidence in claims]
+    seeds = sorted(per_seed)
     atomic_save_json(
-        {"metrics": results, "claims": [{"claim": c, "holds": ok, "evidence": e}
-                                        for c, ok, e in claims]},
-        os.path.join(folder, "ablation.json"), indent=2,
+        {"seeds": seeds, "metrics": {str(s): m for s, m in per_seed.items()}, "stats": stats,
+         "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in claims]},
+        os.path.join(folder, "ablation.json"), indent=1,
     )
     with atomic_open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write("# Ablation on the synthetic benchmark\n\nPercent; ACT conventions. Stage rows: "
-                "one model (4 stages) tested on the union of stages 0..t.\n\n" + table
-                + "\n\n## The paper's claims on these figures\n\n" + "\n".join(claim_lines)
-                + "\n")
+        f.write(f"# Ablation on the synthetic benchmark ({title})\n\nPercent; ACT conventions; "
+                f"mean ± std over seeds {seeds}. Stage rows: one model (4 stages) tested on the "
+                "union of stages 0..t.\n\n" + table + "\n\n## The paper's claims on these "
+                "figures\n\n" + "\n".join(claim_lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("frame_mAP@0.5", "video_mAP@0.5")):
         for name, label in (("pcsc", "with feature cooperation"),
                             ("pcsc_no_feature_coop", "without feature cooperation")):
-            ys = [rows[f"{name}_stage{t}"][metric] for t in range(5)]
-            ax.plot(range(5), ys, marker="o", label=label)
+            st = [stats[f"{name}_stage{t}"][metric] for t in range(5)]
+            ax.errorbar(range(5), [s["mean"] for s in st], yerr=[s["std"] for s in st],
+                        marker="o", capsize=3, label=label)
         for name, style in (("late_fusion", "--"), ("rgb_only", ":"), ("flow_only", "-.")):
-            ax.axhline(rows[name][metric], ls=style, c="gray", lw=1, label=name)
+            ax.axhline(stats[name][metric]["mean"], ls=style, c="gray", lw=1, label=name)
         ax.set_xlabel("stages used at test (0 = each stream alone, fused)")
         ax.set_ylabel(metric + " (%)")
         ax.set_xticks(range(5))
     axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_open(os.path.join(folder, "ablation.png"), "wb") as f:
         fig.savefig(f, format="png", dpi=120)

@@ -1,7 +1,7 @@
 """Reading the metrics that PCSCEvaluator wrote, for reports, tables and the ablation's claims."""
 import json
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 __all__ = [
     "MAIN_METRICS",
@@ -85,63 +85,86 @@ def markdown_table(
 
 
 def check_paper_claims(
-    rows: Dict[str, Dict[str, float]], num_stages: int = 4
-) -> List[Tuple[str, bool, str]]:
+    rows: Dict[str, Union[Dict[str, float], Sequence[Dict[str, float]]]], num_stages: int = 4
+) -> List[Tuple[str, str, str]]:
     """Test the claims of the paper's ablation (Tables 5 and 6) on measured figures.
 
     Args:
-        rows: {model: metrics row (see :func:`metrics_row`)} with the models "rgb_only",
-            "flow_only", "late_fusion", "pcsc_stage<t>" and "pcsc_no_feature_coop_stage<t>"
-            for t = 0..num_stages, and "pcsc_tr" (a row with TR).
+        rows: {model: metrics row (see :func:`metrics_row`), or one row per seed} with the
+            models "rgb_only", "flow_only", "late_fusion", "pcsc_stage<t>" and
+            "pcsc_no_feature_coop_stage<t>" for t = 0..num_stages, and "pcsc_tr" (a row with TR).
         num_stages: the last stage T.
 
     Returns:
-        One (claim, holds, evidence) per claim; evidence gives the figures compared.
-        Frame claims compare frame-mAP@0.5 (Table 5), the TR claim video-mAP@0.5 (Table 6).
+        One (claim, verdict, evidence) per claim. The verdict is "holds" only where the
+        difference of the means exceeds the spread of the difference (sqrt of the two sample
+        variances summed, :func:`compare_with_spread`; 0 for single runs), "reversed" where the
+        opposite does, else "within spread". Frame claims compare frame-mAP@0.5 (Table 5), the TR
+        claim video-mAP@0.5 (Table 6); evidence gives mean ± std.
     """
     frame, video = "frame_mAP@0.5", "video_mAP@0.5"
+    stats = {name: seed_statistics([r] if isinstance(r, dict) else list(r))
+             for name, r in rows.items()}
 
-    def f(name: str, metric: str = frame) -> float:
-        return rows[name][metric]
+    def s(name: str, metric: str = frame) -> Dict[str, float]:
+        return stats[name][metric]
+
+    def fmt(name: str, metric: str = frame) -> str:
+        st = s(name, metric)
+        return f"{st['mean']:.1f}" + (f" ± {st['std']:.1f}" if st["n"] > 1 else "")
+
+    def all_of(verdicts: Sequence[str]) -> str:
+        if all(v == "holds" for v in verdicts):
+            return "holds"
+        return "reversed" if "reversed" in verdicts else "within spread"
 
     pcsc = f"pcsc_stage{num_stages}"
-    stages = [f(f"pcsc_stage{t}") for t in range(num_stages + 1)]
-    no_coop = [f(f"pcsc_no_feature_coop_stage{t}") for t in range(num_stages + 1)]
-    gains = [b - a for a, b in zip(stages, stages[1:])]
+    stage = [f"pcsc_stage{t}" for t in range(num_stages + 1)]
+    no_coop = [f"pcsc_no_feature_coop_stage{t}" for t in range(num_stages + 1)]
+    # Saturation: each stage's gain is not larger than the previous one's. A gain is a
+    # difference of two stage means; its spread is that of the two stages.
+    gains = [compare_with_spread(s(b), s(a)) for a, b in zip(stage, stage[1:])]
+    shrink = [
+        "holds" if g1 <= g0 else "within spread" if g1 <= g0 + (e0**2 + e1**2) ** 0.5
+        else "reversed"
+        for (_, g0, e0), (_, g1, e1) in zip(gains, gains[1:])
+    ]
+    single = [compare_with_spread(s("late_fusion"), s(o))[0] for o in ("rgb_only", "flow_only")]
+    coop = [compare_with_spread(s(a), s(b))[0] for a, b in zip(stage[1:], no_coop[1:])]
     claims = [
         (
             f"PCSC ({num_stages} stages) beats late fusion ({frame})",
-            f(pcsc) > f("late_fusion"),
-            f"{f(pcsc):.1f} vs {f('late_fusion'):.1f}",
+            compare_with_spread(s(pcsc), s("late_fusion"))[0],
+            f"{fmt(pcsc)} vs {fmt('late_fusion')}",
         ),
         (
             f"late fusion beats each single stream ({frame})",
-            f("late_fusion") > max(f("rgb_only"), f("flow_only")),
-            f"{f('late_fusion'):.1f} vs RGB {f('rgb_only'):.1f}, Flow {f('flow_only'):.1f}",
+            all_of(single),
+            f"{fmt('late_fusion')} vs RGB {fmt('rgb_only')}, Flow {fmt('flow_only')}",
         ),
         (
             f"more stages help ({frame} of stage {num_stages} above stage 0)",
-            stages[-1] > stages[0],
-            "stages 0..%d: %s" % (num_stages, ", ".join(f"{v:.1f}" for v in stages)),
+            compare_with_spread(s(stage[-1]), s(stage[0]))[0],
+            "stages 0..%d: %s" % (num_stages, ", ".join(fmt(n) for n in stage)),
         ),
         (
             "the gain of a stage shrinks as stages are added (saturation)",
-            all(b <= a for a, b in zip(gains, gains[1:])),
-            "gains: " + ", ".join(f"{g:+.1f}" for g in gains),
+            all_of(shrink),
+            "gains: " + ", ".join(f"{g:+.1f}" for _, g, _ in gains),
         ),
         (
             f"feature cooperation helps at every stage 1..{num_stages} ({frame})",
-            all(a > b for a, b in zip(stages[1:], no_coop[1:])),
-            ", ".join(f"t={t}: {a:.1f} vs {b:.1f}"
-                      for t, (a, b) in enumerate(zip(stages, no_coop)) if t > 0),
+            all_of(coop),
+            ", ".join(f"t={t}: {fmt(a)} vs {fmt(b)}"
+                      for t, (a, b) in enumerate(zip(stage, no_coop)) if t > 0),
         ),
         (
             f"TR raises {video}",
-            f("pcsc_tr", video) > f(pcsc, video),
-            f"{f('pcsc_tr', video):.1f} vs {f(pcsc, video):.1f}",
+            compare_with_spread(s("pcsc_tr", video), s(pcsc, video))[0],
+            f"{fmt('pcsc_tr', video)} vs {fmt(pcsc, video)}",
         ),
     ]
-    return [(claim, bool(holds), evidence) for claim, holds, evidence in claims]
+    return claims
 
 
 def seed_statistics(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
