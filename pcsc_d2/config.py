@@ -66,6 +66,10 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PCSC.COOP_NMS_OTHER = 0.5
     # At most this many boxes per stream are passed to the next stage (per image).
     cfg.MODEL.PCSC.COOP_TOPK = 300
+    # Training: the predictions on the GT boxes that sampling adds to each stage's proposals are
+    # also passed to the next stages' proposal cooperation (off: only predictions on real
+    # proposals are, as at test time, where there is no GT box to add).
+    cfg.MODEL.PCSC.PASS_GT_PROPOSALS = False
     # IoU above which a proposal is foreground in every stage (the paper: 0.5).
     cfg.MODEL.PCSC.STAGE_IOU_THRESH = 0.5
     # Stages used at test time: union of stages 0..t of both streams; -1 = NUM_STAGES.

@@ -1,4 +1,6 @@
 """The pure pieces of PCSC's cooperation: the stage schedule, proposal cooperation, g_t / f_l."""
+import os
+
 import pytest
 import torch
 
@@ -8,6 +10,8 @@ from pcsc_d2.modeling.roi_heads.cooperation import (
     cooperate_proposals,
     cooperation_schedule,
 )
+
+_TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "quick", "pcsc_tiny.yaml")
 
 
 def test_schedule_is_the_papers():
@@ -135,3 +139,32 @@ def test_box_voting_weights_overlapping_boxes_of_the_class_by_score():
     # Class-specific candidates: each class votes with its own boxes.
     specific = torch.cat([boxes + 100, boxes], dim=1)  # class 0 far away, class 1 as before
     assert torch.allclose(vote_boxes(kept, classes, specific, scores[:, :2], 0.7)[0], out[0])
+
+
+@pytest.mark.parametrize("pass_gt", [False, True])
+def test_predictions_on_added_gt_boxes_stay_out_of_the_next_stage(pass_gt):
+    """In training, sampling adds the GT boxes to a stage's proposals; what the stage predicts
+    on them is not passed to the next stage's proposal cooperation (no GT box at test)."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import Boxes, Instances
+
+    from pcsc_d2.config import add_pcsc_config
+
+    cfg = get_cfg()
+    add_pcsc_config(cfg)
+    cfg.merge_from_file(_TINY_CONFIG)
+    cfg.MODEL.PCSC.PASS_GT_PROPOSALS = pass_gt
+    torch.manual_seed(0)
+    heads = build_model(cfg).roi_heads.train()
+    prop = Instances((64, 96))
+    prop.proposal_boxes = Boxes(torch.tensor([[10.0, 12, 40, 50], [0, 0, 30, 30], [50, 5, 90, 60]]))
+    prop.gt_boxes = Boxes(torch.tensor([[10.0, 12, 40, 50], [10, 12, 40, 50], [50, 5, 80, 60]]))
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    logits = torch.zeros(3, num_classes + 1)
+    logits[:, 0] = 5.0  # confident class 0 everywhere
+    predictions = (logits, torch.zeros(3, 4))
+    (boxes, scores), = heads._detections({("rgb", 0): (predictions, [prop])}, "rgb", 0)
+    # Row 0 is a GT box (proposal == its GT): kept only when PASS_GT_PROPOSALS is on.
+    assert len(boxes) == (3 if pass_gt else 2)
+    assert torch.equal(boxes[-2:], prop.proposal_boxes.tensor[1:])

@@ -92,6 +92,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
         test_box_voting: float = 0.0,
+        pass_gt_proposals: bool = False,
         **kwargs,
     ):
         """
@@ -111,6 +112,8 @@ class PCSCCascadeROIHeads(ROIHeads):
             test_score_thresh, test_nms_thresh, test_topk_per_image: final per-class NMS.
             test_box_voting: > 0: each final box becomes the score-weighted mean of the union's
                 boxes of its class overlapping it by at least this IoU (:func:`vote_boxes`).
+            pass_gt_proposals: in training, also pass the predictions on the added GT boxes to
+                the next stages (see :meth:`_detections`).
             kwargs: for :class:`ROIHeads` (num_classes, sampling, matcher, proposal_append_gt).
         """
         super().__init__(**kwargs)
@@ -137,6 +140,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         self.test_box_voting = test_box_voting
+        self.pass_gt_proposals = pass_gt_proposals
 
     @property
     def feature_dim(self) -> int:
@@ -167,6 +171,7 @@ class PCSCCascadeROIHeads(ROIHeads):
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
                 "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
                 "test_box_voting": pcsc.TEST_BOX_VOTING,
+                "pass_gt_proposals": pcsc.PASS_GT_PROPOSALS,
             }
         )
         return ret
@@ -348,7 +353,11 @@ class PCSCCascadeROIHeads(ROIHeads):
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """B_t^i per image: (boxes (R, 4) of the top foreground class, scores (R,)), detached.
 
-        Boxes passed between stages carry no gradient, like RPN proposals.
+        Boxes passed between stages carry no gradient, like RPN proposals. In training, the
+        predictions made on the GT boxes that sampling added to a stage's proposals are not
+        passed on (unless ``pass_gt_proposals``): no GT box exists at test time, and a near-GT
+        box with a high score would win the next stage's NMS over every real box of its object,
+        so the next stage would learn to refine boxes it never meets at test time.
         """
         predictions, proposals = outputs[(stream, stage)]
         predictor = self.box_predictors[_key(stream, stage)]
@@ -360,6 +369,10 @@ class PCSCCascadeROIHeads(ROIHeads):
             if b.shape[1] > 4:  # class-specific regression: the box of the top class
                 b = b.view(len(b), -1, 4)[torch.arange(len(b), device=b.device), classes]
             finite = torch.isfinite(b).all(dim=1) & torch.isfinite(scores)
+            if self.training and not self.pass_gt_proposals and prop.has("gt_boxes"):
+                # add_ground_truth_to_proposals copies the GT boxes: equal to their match.
+                is_gt = (prop.proposal_boxes.tensor == prop.gt_boxes.tensor).all(dim=1)
+                finite &= ~is_gt
             b, scores = Boxes(b[finite].detach()), scores[finite].detach()
             b.clip(prop.image_size)
             keep = b.nonempty()
