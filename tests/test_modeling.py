@@ -296,3 +296,22 @@ def test_temporal_pool_center_takes_the_key_frame_step():
     cfg.MODEL.PCSC.TEMPORAL_POOL = "max"
     with pytest.raises(ValueError, match="TEMPORAL_POOL"):
         build_backbone(cfg)
+
+
+def test_stage_unions_in_one_pass_equal_one_run_per_test_stages():
+    cfg = _cfg(NUM_STAGES=4)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.PCSC.COOP_SCORE_THRESH = -1.0  # every stage receives boxes
+    model = _model(cfg).eval()
+    inputs = [_input(True, 0), _input(False, 1)]
+    with torch.no_grad():
+        unions = model.inference_stage_unions(inputs, [0, 2, 4])
+        for t in (0, 2, 4):
+            model.roi_heads.test_stages = t
+            for one, out in zip(unions, model(inputs)):
+                ref = out["instances"]
+                assert len(one[t]) == len(ref) > 0
+                assert torch.equal(one[t].pred_boxes.tensor, ref.pred_boxes.tensor)
+                assert torch.equal(one[t].scores, ref.scores)
+    with pytest.raises(ValueError, match="0..4"):
+        model.inference_stage_unions(inputs, [5])

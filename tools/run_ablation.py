@@ -5,8 +5,8 @@
         [--seeds 1 2 3] [--budget iters|time] [--opts KEY VALUE ...]
 
 Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
-cooperation, evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES), trains
-TR on PCSC and evaluates PCSC + TR. Then writes ablation.md, ablation.json and ablation.png:
+cooperation, evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES, all five
+from one inference pass: tools/eval_stages.py), trains TR on PCSC and evaluates PCSC + TR. Then writes ablation.md, ablation.json and ablation.png:
 mean ± std over the seeds, and the paper's claims, each called "holds" only where the difference
 exceeds its spread. Every run resumes / is skipped when its result exists; PCSC and its TR use
 the main job's folders (``seed<s>/pcsc``, ``seed<s>/tr``, ``seed<s>/eval``), so pointing --output
@@ -94,14 +94,20 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dic
         if not os.path.isfile(os.path.join(folder, "model_final.pth")):
             run([py, "train_net.py", "--config-file", config, "--resume", *common, *extra,
                  "OUTPUT_DIR", folder, "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
-        for t in range(5) if name in STAGED else [None]:
-            tag = name if t is None else f"{name}_stage{t}"
-            ev = os.path.join(folder, "eval" if t is None else f"eval_stage{t}")
+        weights = ["MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")]
+        if name in STAGED:  # every stage t from one inference pass
+            ev = os.path.join(folder, "eval_stages")
+            if not all(has_metrics(os.path.join(ev, f"stage{t}")) for t in range(5)):
+                run([py, "tools/eval_stages.py", "--config-file", config, "--stages", "0,1,2,3,4",
+                     *common, "OUTPUT_DIR", ev, *weights])
+            for t in range(5):
+                results[f"{name}_stage{t}"] = find_metrics(os.path.join(ev, f"stage{t}"))
+        else:
+            ev = os.path.join(folder, "eval")
             if not has_metrics(ev):
-                stages = [] if t is None else ["MODEL.PCSC.TEST_STAGES", str(t)]
-                run([py, "train_net.py", "--config-file", config, "--eval-only", *common, *stages,
-                     "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")])
-            results[tag] = find_metrics(ev)
+                run([py, "train_net.py", "--config-file", config, "--eval-only", *common,
+                     "OUTPUT_DIR", ev, *weights])
+            results[name] = find_metrics(ev)
     # PCSC + TR in the main job's folders (tr/, eval/), so a seed study's are reused.
     tr = os.path.join(out, "tr")
     if not os.path.isfile(os.path.join(tr, "model_tr.pth")):

@@ -177,6 +177,28 @@ class PCSCTwoStreamRCNN(nn.Module):
         return outputs
 
     @torch.no_grad()
+    def inference_stage_unions(
+        self, batched_inputs: List[Dict], stages: Sequence[int]
+    ) -> List[Dict[int, Instances]]:
+        """The detections after each of ``stages`` from one pass (the ablation's Table 5).
+
+        Returns:
+            One dict per input, {t: Instances in the original frame size}: the output with
+            MODEL.PCSC.TEST_STAGES = t (pred_boxes, scores, pred_classes; no features).
+        """
+        assert not self.training
+        images = self.preprocess_clips(batched_inputs)
+        features = self.backbone({s: images[s].tensor for s in self.streams})
+        proposals, _ = self._propose(images, features, None)
+        per_stage = self.roi_heads.stage_union_results(features, proposals, stages)
+        image_sizes = images[self.streams[0]].image_sizes
+        outputs: List[Dict[int, Instances]] = [{} for _ in batched_inputs]
+        for t, results in per_stage.items():
+            for out, r, inp, (h, w) in zip(outputs, results, batched_inputs, image_sizes):
+                out[t] = detector_postprocess(r, inp.get("height", h), inp.get("width", w))
+        return outputs
+
+    @torch.no_grad()
     def inspect(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """The boxes of every step of the detector, for analysis (tools/box_quality.py).
 

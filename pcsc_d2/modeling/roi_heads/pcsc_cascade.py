@@ -1,6 +1,6 @@
 """The cross-stream cascade RoI heads of PCSC (region-proposal and feature cooperation)."""
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -261,11 +261,35 @@ class PCSCCascadeROIHeads(ROIHeads):
             for key, (_, props) in outputs.items()
         }
 
-    def _run_stages(self, features, proposals, targets):
-        """Stage 0 of each stream, then the cooperation stages (all of them in training, the
-        test stages at inference). Returns (outputs, the detections computed on the way)."""
+    def stage_union_results(
+        self,
+        features: Dict[str, Dict[str, torch.Tensor]],
+        proposals: Dict[str, List[Instances]],
+        stages: Sequence[int],
+    ) -> Dict[int, List[Instances]]:
+        """The output after each of ``stages``, from one pass through the stages.
+
+        Args:
+            features, proposals: as for :meth:`forward` (inference).
+            stages: values t of MODEL.PCSC.TEST_STAGES, each at most NUM_STAGES.
+
+        Returns:
+            {t: N Instances}: for every t, what :meth:`forward` returns with TEST_STAGES = t (the
+            union of stages 0..t of both streams after per-class NMS), while the heads run once.
+        """
+        if not stages or max(stages) > self.num_stages or min(stages) < 0:
+            raise ValueError(f"stages {list(stages)} must lie in 0..{self.num_stages}")
+        outputs, _ = self._run_stages(features, proposals, None, max(stages))
+        return {t: self._inference({k: v for k, v in outputs.items() if k[1] <= t})
+                for t in stages}
+
+    def _run_stages(self, features, proposals, targets, last_stage: Optional[int] = None):
+        """Stage 0 of each stream, then the cooperation stages up to ``last_stage`` (default: all
+        of them in training, the test stages at inference). Returns (outputs, the detections
+        computed on the way)."""
         feats = {s: [features[s][f] for f in self.box_in_features] for s in self.streams}
-        last_stage = self.num_stages if self.training else self.test_stages
+        if last_stage is None:
+            last_stage = self.num_stages if self.training else self.test_stages
         outputs: Dict[Tuple[str, int], _StageOutput] = {}
         for s in self.streams:
             outputs[(s, 0)] = self._run_stage(feats, proposals[s], s, 0, targets)
