@@ -24,6 +24,7 @@ from torch import nn
 
 from pcsc_d2.data import UnsafePickleError, load_annotations, register_action_dataset
 from pcsc_d2.data.convert import main as convert_main
+from pcsc_d2.data.datasets import load_action_dataset
 from pcsc_d2.data.flow import extract_flow_frames, list_frames
 from pcsc_d2.data.mapper import read_clip
 from pcsc_d2.engine.checkpoint import PCSCCheckpointer
@@ -234,6 +235,7 @@ checks = _setup_checks()
 checks_trained = _setup_checks(weights_required=True)
 load_cfg = _raises(lambda args: load_pcsc_cfg(*args))
 load_checkpoint = _raises(lambda path: PCSCCheckpointer(_Net()).load(path), OSError)
+load_dataset = _raises(lambda args: load_action_dataset(os.path.dirname(args[0]), args[0], args[1], True))
 
 
 @dataclass
@@ -403,6 +405,12 @@ ROWS = [
         lambda t: os.path.dirname(_frames(t, "video")[0]),
         ["00002.jpg", "truncated JPEG"]),
     # Pre-flight checks of train_net.py and the tools.
+    # Dataset loading (what train_net.py's data loader calls).
+    Row("dataset: the GT path is a directory", load_dataset,
+        lambda t: (_folder(t, "GTdir.pkl"), 1), ["GTdir.pkl", "is a directory"]),
+    Row("dataset: split out of range", load_dataset,
+        lambda t: (_pickle(t / "GT5.pkl", _gt(num_labels=5)), 3),
+        ["GT5.pkl", "split 3 requested, the file has 1"]),
     Row("checks: misspelled dataset name", checks, lambda t: _cfg(t, dataset="badinputs_trian"),
         ["DATASETS.TRAIN", "'badinputs_trian'", "did you mean 'badinputs_train'",
          "GT5.pkl", "synthetic-GT.pkl"]),

@@ -8,10 +8,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import pcsc_d2  # noqa: F401
 from pcsc_d2.data import (
+    class_flip_pairs,
     class_flip_permutation,
     clip_frame_indices,
     get_split_annotations,
+    load_annotations,
     register_action_dataset,
+    register_pcsc_datasets,
     save_annotations,
 )
 from pcsc_d2.data.synthetic import CLASSES
@@ -106,18 +109,94 @@ def test_predefined_names_are_registered_lazily(monkeypatch, tmp_path):
     register_pcsc_datasets()
 
 
-def test_class_flip_permutation(tiny_root):
-    # The synthetic set mirrors MoveRight <-> MoveLeft; the field's datasets mirror nothing.
-    assert MetadataCatalog.get("synthetic_train").class_flip_map == [("MoveRight", "MoveLeft")]
-    assert {"MoveRight", "MoveLeft"} <= set(CLASSES)
-    assert MetadataCatalog.get("ucf24_train").class_flip_map == []
-    assert class_flip_permutation(["ucf24_train"]) is None  # reads no GT file
-    register_action_dataset("tiny_flip", tiny_root, "gt.pkl", 1, True, class_flip_map=[("B", "A")])
+def test_class_flip_permutation(tiny_root, tmp_path):
+    # The pairs come from the GT file's "flip_pairs" key; a file without it mirrors nothing.
+    gt = load_annotations(os.path.join(tiny_root, "gt.pkl"))
+    save_annotations(dict(gt, flip_pairs=[["B", "A"]]), os.path.join(tiny_root, "flip.pkl"))
+    save_annotations(dict(gt, flip_pairs=[["A", "C"]]), os.path.join(tiny_root, "bad.pkl"))
+    save_annotations(dict(gt, flip_pairs=[["A", "B"], ["B", "A"]]),
+                     os.path.join(tiny_root, "twice.pkl"))
+    register_action_dataset("tiny_flip", tiny_root, "flip.pkl", 1, True)
     register_action_dataset("tiny_noflip", tiny_root, "gt.pkl", 1, True)
-    register_action_dataset("tiny_bad", tiny_root, "gt.pkl", 1, True, class_flip_map=[("A", "C")])
+    register_action_dataset("tiny_bad", tiny_root, "bad.pkl", 1, True)
+    register_action_dataset("tiny_twice", tiny_root, "twice.pkl", 1, True)
     assert class_flip_permutation(["tiny_flip"]) == [1, 0]
     assert class_flip_permutation(["tiny_noflip"]) is None
-    with pytest.raises(ValueError, match="'C'.*gt.pkl"):
+    with pytest.raises(ValueError, match="bad.pkl.*'C', which is not one of the file's classes"):
         class_flip_permutation(["tiny_bad"])
+    with pytest.raises(ValueError, match="twice.pkl.*second partner"):
+        class_flip_permutation(["tiny_twice"])
     with pytest.raises(ValueError, match="mirror their classes differently"):
         class_flip_permutation(["tiny_flip", "tiny_noflip"])
+    # Pairs given at registration override the file's.
+    register_action_dataset("tiny_override", tiny_root, "gt.pkl", 1, True,
+                            class_flip_map=[("A", "B")])
+    assert class_flip_permutation(["tiny_override"]) == [1, 0]
+    with pytest.raises(ValueError, match="not a pair"):
+        class_flip_pairs({"labels": ["A"], "flip_pairs": [["A"]]})
+
+
+def test_synthetic_generator_writes_its_flip_pairs(tmp_path, monkeypatch):
+    from pcsc_d2.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    tiny = SyntheticConfig(num_train=1, num_test=1, min_frames=12, max_frames=12)
+    generate_synthetic_dataset(str(tmp_path / "synthetic"), seed=0, cfg=tiny, workers=1)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_pcsc_datasets()
+    try:
+        assert class_flip_permutation(["synthetic_train"]) == [1, 0, 2, 3, 4]
+        assert CLASSES[:2] == ["MoveRight", "MoveLeft"]
+    finally:
+        monkeypatch.delenv("DETECTRON2_DATASETS")
+        register_pcsc_datasets()
+
+
+def _prepared_folder(root, name, gt, layout_dir="rgb-images", ext="pkl"):
+    os.makedirs(os.path.join(root, name, layout_dir), exist_ok=True)
+    save_annotations(gt, os.path.join(root, name, f"{name}-GT.{ext}"))
+
+
+def test_dataset_folders_register_themselves(tiny_root, tmp_path, monkeypatch):
+    gt = load_annotations(os.path.join(tiny_root, "gt.pkl"))
+    root = str(tmp_path / "root")
+    _prepared_folder(root, "mine", gt)
+    three = dict(gt, train_videos=[["A/v1"], ["B/v2"], ["A/v1"]],
+                 test_videos=[["B/v2"], ["A/v1"], ["B/v2"]])
+    _prepared_folder(root, "hmdb_like", three, layout_dir="Frames", ext="json")
+    _prepared_folder(root, "no_frames", gt, layout_dir="something_else")
+    os.makedirs(os.path.join(root, "synthetic", "rgb-images"))  # predefined: keeps its names
+    save_annotations(gt, os.path.join(root, "synthetic", "synthetic-GT.pkl"))
+    monkeypatch.setenv("DETECTRON2_DATASETS", root)
+    calls = []
+    import pcsc_d2.data.datasets as datasets_module
+
+    real_load = datasets_module.load_annotations
+    monkeypatch.setattr(datasets_module, "load_annotations",
+                        lambda path: calls.append(path) or real_load(path))
+    try:
+        names = register_pcsc_datasets(num_frames=4)
+        # Registration lists folders only: no GT file was read.
+        assert calls == []
+        assert names == ["hmdb_like_train", "hmdb_like_test", "mine_train", "mine_test"]
+        assert not any(n.startswith(("no_frames", "synthetic_train_")) for n in DatasetCatalog.list())
+        meta = MetadataCatalog.get("hmdb_like_test")
+        assert meta.layout == "jhmdb" and meta.split == 1 and not meta.is_train
+        assert meta.gt_file == os.path.join(root, "hmdb_like", "hmdb_like-GT.json")
+        train = DatasetCatalog.get("mine_train")
+        assert [d["frame"] for d in train] == [3, 4, 5, 6, 7] and calls
+        assert train[0]["rgb_files"][0] == os.path.join(root, "mine", "rgb-images", "A/v1",
+                                                        "00001.jpg")
+        assert MetadataCatalog.get("synthetic_train").gt_file == os.path.join(
+            root, "synthetic", "synthetic-GT.pkl")
+        # Split names are registered when a config asks for them.
+        from pcsc_d2.engine import get_pcsc_cfg
+
+        get_pcsc_cfg(None, ["DATASETS.TRAIN", "('hmdb_like_train_split3',)",
+                            "DATASETS.TEST", "('hmdb_like_test_split2', 'mine_test_split9')"])
+        assert MetadataCatalog.get("hmdb_like_train_split3").split == 3
+        assert [d["video"] for d in DatasetCatalog.get("hmdb_like_test_split2")][0] == "A/v1"
+        with pytest.raises(ValueError, match="split 9 requested, the file has 1"):
+            DatasetCatalog.get("mine_test_split9")
+    finally:
+        monkeypatch.delenv("DETECTRON2_DATASETS")
+        register_pcsc_datasets()

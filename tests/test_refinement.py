@@ -151,3 +151,25 @@ def test_ends_mode_trims_the_ends_and_keeps_inner_dips():
     assert refine_tube(_tube(np.full(10, 0.1)), opts) == []
     with pytest.raises(ValueError, match="MODE"):
         refine_tube(_tube(act), RefineOptions(mode="middle"))
+
+
+def test_tr_scores_pieces_like_linking_scores_tubes():
+    """Linking scores a tube by its matched boxes; a piece TR leaves whole keeps that score,
+    however high the boxes repeated across gaps score."""
+    from pcsc_d2.tubes import LinkingOptions, link_video
+
+    boxes = np.array([[10, 10, 49, 89]], np.float32)
+    frames = [1, 2, 3, 4, 5, 9, 10, 11, 12]  # frames 6..8 unprocessed: bridged by repeats
+    scores = [0.9, 0.9, 0.9, 0.9, 0.1, 0.5, 0.5, 0.5, 0.5]
+    (tube,) = link_video(
+        frames, [boxes] * len(frames), [np.array([s], np.float32) for s in scores],
+        [np.array([1])] * len(frames), extras={"actionness": [np.array([0.9])] * len(frames)},
+        opts=LinkingOptions(score_topk=40, min_length=3),
+    )
+    assert len(tube) == 12 and tube.matched.sum() == 9
+    assert tube.score == pytest.approx(np.mean(scores))
+    (piece,) = refine_tube(tube, RefineOptions(median_window=3, score_topk=40))
+    assert len(piece) == 12 and piece.score == pytest.approx(tube.score)
+    for mode in ("ends", "split"):
+        (piece,) = refine_tube(tube, RefineOptions(mode=mode, score_topk=40))
+        assert piece.score == pytest.approx(tube.score)

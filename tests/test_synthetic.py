@@ -84,3 +84,30 @@ def test_box_is_the_drawn_figure():
     box = _draw_actor(img, actor, np.array([3.0, 115.0]))
     assert box[0] == 0 and box[3] == 119 and box[2] < 13
     assert _draw_actor(np.zeros((120, 160, 3), np.float32), actor, np.array([-50.0, 60.0])) is None
+
+
+def test_balanced_design_gives_each_class_a_look_and_keeps_the_motion_design(tmp_path):
+    from pcsc_d2.data.synthetic import _CLASS_WIDTH, DESIGNS
+
+    cfg = SyntheticConfig(num_train=6, num_test=2, min_frames=20, max_frames=24, design="balanced")
+    out = str(tmp_path / "synthetic_balanced")
+    generate_synthetic_dataset(out, seed=0, cfg=cfg, workers=1)
+    assert DESIGNS["balanced"] == "synthetic_balanced-GT.pkl"
+    gt = load_annotations(os.path.join(out, "synthetic_balanced-GT.pkl"))
+    assert gt["labels"] == CLASSES and gt["flip_pairs"] == [["MoveRight", "MoveLeft"]]
+    # Each class's bodies have its own width / height (the figure's drawn box: about 0.95 of
+    # the planned width over the planned height), in the class order of _CLASS_WIDTH.
+    ratios = {}
+    for per_label in gt["gttubes"].values():
+        for label, tubes in per_label.items():
+            for t in tubes:
+                wh = (t[:, 3] - t[:, 1] + 1) / (t[:, 4] - t[:, 2] + 1)
+                ratios.setdefault(label, []).append(float(np.median(wh)))
+    means = {c: np.mean(r) for c, r in ratios.items()}
+    for c, m in means.items():
+        assert abs(m - _CLASS_WIDTH[c]) < 0.12, (c, m)
+    # The same seed in the default design draws other videos.
+    motion = str(tmp_path / "synthetic")
+    generate_synthetic_dataset(motion, seed=0, cfg=SyntheticConfig(
+        num_train=6, num_test=2, min_frames=20, max_frames=24), workers=1)
+    assert _digest(os.path.join(motion, "rgb-images")) != _digest(os.path.join(out, "rgb-images"))

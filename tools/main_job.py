@@ -2,6 +2,7 @@
 """The main job: PCSC trained and evaluated end to end on the synthetic dataset, on CPU.
 
     python tools/main_job.py [--output output/main] [--config-file configs/pcsc_synthetic.yaml]
+        [--design motion|balanced] [--opts KEY VALUE ...]
 
 Each step is skipped when its result already exists, so an interrupted job picks up where it
 stopped (training itself resumes from its last checkpoint):
@@ -19,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from typing import Dict, List
@@ -34,11 +34,12 @@ logger = logging.getLogger("pcsc_d2.main_job")
 
 def run(cmd: List[str]) -> None:
     """Run a step as a user would, from the repository root; fail loudly."""
-    logger.info("$ %s", " ".join(cmd))
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    from pcsc_d2.utils.jobs import run_command
+
+    run_command(cmd, ROOT)
 
 
-def evaluate_untrained(config_file: str, output_dir: str) -> None:
+def evaluate_untrained(config_file: str, output_dir: str, opts: List[str] = ()) -> None:
     """Evaluate the model as initialised for training (I3D weights, random heads)."""
     from detectron2.evaluation import inference_on_dataset
     from detectron2.modeling import build_model
@@ -47,7 +48,7 @@ def evaluate_untrained(config_file: str, output_dir: str) -> None:
     from pcsc_d2.engine import PCSCCheckpointer, build_pcsc_test_loader, get_pcsc_cfg
     from pcsc_d2.evaluation import PCSCEvaluator
 
-    cfg = get_pcsc_cfg(config_file, ["OUTPUT_DIR", output_dir])
+    cfg = get_pcsc_cfg(config_file, [*opts, "OUTPUT_DIR", output_dir])
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # reproducible random heads
     model = build_model(cfg)
     PCSCCheckpointer(model).load(WEIGHTS)
@@ -58,7 +59,7 @@ def evaluate_untrained(config_file: str, output_dir: str) -> None:
 
 
 def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: int = 2,
-                 sheet_frames: int = 4) -> None:
+                 sheet_frames: int = 4, gt_file: str = "synthetic-GT.pkl") -> None:
     """Draw the confident test tubes (and the GT) on a couple of test videos: a GIF at
     ``out_path`` and, next to it (.png), a sheet of ``sheet_frames`` evenly spaced frames per
     video."""
@@ -81,7 +82,7 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
         tubes_file = os.path.join(eval_dir, "pcsc_tubes.json")
     with open(tubes_file) as f:
         tubes = [t for t in json.load(f) if t["score"] >= 0.3]
-    gt = load_annotations(os.path.join(dataset_root, "synthetic-GT.pkl"))
+    gt = load_annotations(os.path.join(dataset_root, gt_file))
     videos = gt["test_videos"][0][:max_videos]
     frames, sheet = [], []
     for video in videos:
@@ -113,56 +114,69 @@ def main() -> None:
     parser.add_argument(
         "--config-file", default=os.path.join(ROOT, "configs", "pcsc_synthetic.yaml")
     )
+    parser.add_argument(
+        "--design", default="motion", choices=["motion", "balanced"],
+        help="the synthetic dataset's design (pass the matching --config-file)",
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[],
+        help="KEY VALUE config overrides for every step (e.g. SEED 2)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    from pcsc_d2.evaluation.results import find_metrics, has_metrics, markdown_table, metrics_row
+    from pcsc_d2.evaluation.results import (
+        REPORT_METRICS,
+        find_metrics,
+        has_metrics,
+        markdown_table,
+        metrics_row,
+    )
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
+    from pcsc_d2.utils.jobs import StepRunner
 
     py, cfg_file, out = sys.executable, args.config_file, os.path.abspath(args.output)
     datasets = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
     os.environ["DETECTRON2_DATASETS"] = datasets
-    synth = os.path.join(datasets, "synthetic")
+    from pcsc_d2.data.synthetic import DESIGNS
+
+    gt_file = DESIGNS[args.design]
+    synth = os.path.join(datasets, gt_file[: -len("-GT.pkl")])
     pcsc, tr, evaluation = (os.path.join(out, d) for d in ("pcsc", "tr", "eval"))
     untrained = os.path.join(out, "untrained")
-    timings: Dict[str, float] = {}
     start = time.time()
+    # A step is done when its file, or a folder holding metrics, exists.
+    steps = StepRunner(lambda done: os.path.isfile(done) or has_metrics(done))
+    step, timings = steps.step, steps.timings
 
-    def step(name: str, done: str, action) -> None:
-        """Run ``action`` unless ``done`` (a file, or a folder holding metrics) exists."""
-        t0 = time.time()
-        if os.path.isfile(done) or has_metrics(done):
-            logger.info("step %s: %s exists, skipped", name, done)
-        else:
-            logger.info("step %s", name)
-            action()
-        timings[name] = round(time.time() - t0, 1)
-
-    step("dataset", os.path.join(synth, "synthetic-GT.pkl"), lambda: run(
-        [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0"]))
+    step("dataset", os.path.join(synth, gt_file), lambda: run(
+        [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0",
+         "--design", args.design]))
     step("weights", WEIGHTS, lambda: run(
         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
+    opts = list(args.opts)
     step("eval_untrained", untrained,
-         lambda: evaluate_untrained(cfg_file, untrained))
+         lambda: evaluate_untrained(cfg_file, untrained, opts))
     step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(
-        [py, "train_net.py", "--config-file", cfg_file, "--resume", "OUTPUT_DIR", pcsc,
+        [py, "train_net.py", "--config-file", cfg_file, "--resume", *opts, "OUTPUT_DIR", pcsc,
          "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL]))
     step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
-        [py, "tools/train_actionness.py", "--config-file", cfg_file, "OUTPUT_DIR", tr,
+        [py, "tools/train_actionness.py", "--config-file", cfg_file, *opts, "OUTPUT_DIR", tr,
          "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))
     step("evaluate", evaluation, lambda: run(
-        [py, "train_net.py", "--config-file", cfg_file, "--eval-only", "OUTPUT_DIR", evaluation,
-         "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
+        [py, "train_net.py", "--config-file", cfg_file, "--eval-only", *opts,
+         "OUTPUT_DIR", evaluation, "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
          "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"]))
     step("render", os.path.join(out, "tubes.png"), lambda: render_tubes(
-        evaluation, synth, os.path.join(out, "tubes.gif")))
+        evaluation, synth, os.path.join(out, "tubes.gif"), gt_file=gt_file))
 
     trained = find_metrics(evaluation)
     rows = [
-        ("untrained (I3D weights, random heads)", metrics_row(find_metrics(untrained))),
-        ("PCSC", metrics_row(trained)),
-        ("PCSC + TR", metrics_row(trained, tr=True)),
+        ("untrained (I3D weights, random heads)",
+         metrics_row(find_metrics(untrained), keys=REPORT_METRICS)),
+        ("PCSC", metrics_row(trained, keys=REPORT_METRICS)),
+        ("PCSC + TR", metrics_row(trained, tr=True, keys=REPORT_METRICS)),
     ]
-    table = markdown_table(rows)
+    table = markdown_table(rows, metrics=REPORT_METRICS)
     results = {name: row for name, row in rows}
     results.update(ap_convention="act", timings_s=timings, total_s=round(time.time() - start, 1))
     atomic_save_json(results, os.path.join(out, "results.json"), indent=2)

@@ -1,8 +1,12 @@
-"""Dataset registration: UCF-101-24, J-HMDB-21 and the synthetic set, one dict per key frame.
+"""Action datasets in the field's layout: key-frame dicts, registration of a split, flip pairs.
 
 Datasets live under ``$DETECTRON2_DATASETS`` (default ``./datasets``) in the layout the field
-ships (see datasets/README.md). Registration is lazy: importing reads nothing; the first use of
-a dataset reads its GT file and fails with FileNotFoundError naming the expected path.
+ships (see datasets/README.md); :mod:`pcsc_d2.data.builtin` registers the predefined names and
+every dataset folder found there. Registration is lazy: the first use of a dataset reads its GT
+file and fails with FileNotFoundError naming the expected path.
+
+Classes that a horizontal flip turns into each other (e.g. MoveRight and MoveLeft) come from
+the GT file's optional ``"flip_pairs"`` key: a list of [class name, class name] pairs.
 
 A dataset dict describes one key frame::
 
@@ -25,18 +29,19 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from pcsc_d2.structures import gt_to_d2
+from pcsc_d2.utils.errors import InputError
 
 from .annotations import load_annotations
 
 __all__ = [
+    "FLIP_PAIRS_KEY",
     "LAYOUTS",
+    "class_flip_pairs",
     "class_flip_permutation",
     "clip_frame_indices",
-    "configure_pcsc_datasets",
     "get_split_annotations",
     "load_action_dataset",
     "register_action_dataset",
-    "register_pcsc_datasets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,20 +52,8 @@ LAYOUTS = {
     "jhmdb": ("Frames", ".png", "FlowBrox04", ".jpg"),
 }
 
-# name -> (folder under the root, GT file, layout, split (1-based), is_train)
-_PREDEFINED = {
-    "ucf24_train": ("ucf24", "UCF101v2-GT.pkl", "ucf", 1, True),
-    "ucf24_test": ("ucf24", "UCF101v2-GT.pkl", "ucf", 1, False),
-    "synthetic_train": ("synthetic", "synthetic-GT.pkl", "ucf", 1, True),
-    "synthetic_test": ("synthetic", "synthetic-GT.pkl", "ucf", 1, False),
-}
-for _s in (1, 2, 3):
-    _PREDEFINED[f"jhmdb_train_split{_s}"] = ("jhmdb", "JHMDB-GT.pkl", "jhmdb", _s, True)
-    _PREDEFINED[f"jhmdb_test_split{_s}"] = ("jhmdb", "JHMDB-GT.pkl", "jhmdb", _s, False)
-
-# folder -> pairs of classes that a horizontal flip turns into each other. UCF-101-24's and
-# J-HMDB-21's classes do not depend on left/right; the synthetic set's MoveRight/MoveLeft do.
-_CLASS_FLIP_MAPS = {"synthetic": [("MoveRight", "MoveLeft")]}
+# The GT file's optional key listing the [class, class] pairs that a horizontal flip swaps.
+FLIP_PAIRS_KEY = "flip_pairs"
 
 _GT_CACHE: Dict[str, tuple] = {}
 
@@ -130,6 +123,8 @@ def load_action_dataset(
     if annotated_only is None:
         annotated_only = is_train
     gt_path = gt_file if os.path.isabs(gt_file) else os.path.join(root, gt_file)
+    if os.path.isdir(gt_path):
+        raise InputError(f"{gt_path}: is a directory; the ground-truth file (a .pkl) was expected")
     if not os.path.isfile(gt_path):
         raise FileNotFoundError(
             f"Ground-truth file not found: {gt_path}. Expected the {layout} layout under {root} "
@@ -138,7 +133,7 @@ def load_action_dataset(
     gt = _load_gt_cached(gt_path)
     splits = gt["train_videos"] if is_train else gt["test_videos"]
     if not 1 <= split <= len(splits):
-        raise ValueError(f"{gt_path}: split {split} requested, the file has {len(splits)}")
+        raise InputError(f"{gt_path}: split {split} requested, the file has {len(splits)}")
     rgb_dir, rgb_ext, flow_dir, flow_ext = LAYOUTS[layout]
     dicts = []
     for video in splits[split - 1]:
@@ -199,6 +194,7 @@ def register_action_dataset(
 
     ``class_flip_map`` lists the pairs of class names that a horizontal flip turns into each
     other (e.g. ("MoveRight", "MoveLeft")); the training mapper swaps their labels on a flip.
+    Left empty, the pairs come from the GT file's ``"flip_pairs"`` key (read on first use).
 
     Nothing is read now. The first DatasetCatalog.get(name) reads the GT file and sets
     ``thing_classes`` and ``gttubes`` (the split's per-video GT tubes) in the metadata; the
@@ -261,70 +257,82 @@ def get_split_annotations(dataset_name: str) -> Dict:
     }
 
 
+def class_flip_pairs(gt: Dict, path: str = "<GT>") -> List[Tuple[str, str]]:
+    """The class pairs a horizontal flip swaps, from a GT dict's optional ``"flip_pairs"`` key.
+
+    Args:
+        gt: a loaded GT file (:func:`pcsc_d2.data.load_annotations`).
+        path: the file, for messages.
+
+    Returns:
+        [(name_a, name_b)], empty when the key is absent.
+
+    Raises:
+        InputError: the key is not a list of pairs of two different class names of the file's
+            ``labels``, or a class appears in two pairs; the message names the file.
+    """
+    raw = gt.get(FLIP_PAIRS_KEY) or []
+    labels = list(gt["labels"])
+    usage = f'expected a list of [class, class] pairs, e.g. [["MoveRight", "MoveLeft"]]'
+    if not isinstance(raw, (list, tuple)):
+        raise InputError(f"{path}: {FLIP_PAIRS_KEY!r}: {usage}, got {type(raw).__name__}")
+    pairs, seen = [], set()
+    for pair in raw:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise InputError(f"{path}: {FLIP_PAIRS_KEY!r}: {pair!r} is not a pair; {usage}")
+        a, b = (str(x) for x in pair)
+        for name in (a, b):
+            if name not in labels:
+                raise InputError(
+                    f"{path}: {FLIP_PAIRS_KEY!r}: pair ({a!r}, {b!r}) names {name!r}, which is "
+                    f"not one of the file's classes {labels}"
+                )
+        if a == b or a in seen or b in seen:
+            raise InputError(
+                f"{path}: {FLIP_PAIRS_KEY!r}: pair ({a!r}, {b!r}) pairs a class with itself or "
+                "with a second partner"
+            )
+        seen.update((a, b))
+        pairs.append((a, b))
+    return pairs
+
+
 def class_flip_permutation(dataset_names: Sequence[str]) -> Optional[List[int]]:
     """The label each class takes when a training clip is flipped horizontally.
 
     Args:
-        dataset_names: the training datasets (their metadata's ``class_flip_map``).
+        dataset_names: the training datasets. Their pairs are the metadata's
+            ``class_flip_map`` when it was given at registration, else the GT file's
+            ``"flip_pairs"`` (the GT file is read).
 
     Returns:
         perm with perm[c] = the class that a mirrored action of class c shows, or None when a
         flip keeps every class.
 
     Raises:
-        ValueError: a pair names an unknown class, or the datasets disagree.
+        InputError (a ValueError): a pair names an unknown class, or the datasets disagree.
     """
     perms = set()
     for name in dataset_names:
-        pairs = MetadataCatalog.get(name).get("class_flip_map", None) or []
+        meta = MetadataCatalog.get(name)
+        labels = get_split_annotations(name)["labels"]
+        gt = {"labels": labels, FLIP_PAIRS_KEY: meta.get("class_flip_map", None) or []}
+        source = f"dataset {name!r} (class_flip_map)"
+        if not gt[FLIP_PAIRS_KEY]:
+            gt = _load_gt_cached(meta.gt_file)
+            source = meta.gt_file
+        pairs = class_flip_pairs(gt, source)
         if not pairs:
             perms.add(None)
             continue
-        labels = get_split_annotations(name)["labels"]
         perm = list(range(len(labels)))
         for a, b in pairs:
-            if a not in labels or b not in labels:
-                raise ValueError(
-                    f"dataset {name!r}: class_flip_map pair ({a!r}, {b!r}) names a class that "
-                    f"{MetadataCatalog.get(name).gt_file} does not have ({labels})"
-                )
             i, j = labels.index(a), labels.index(b)
             perm[i], perm[j] = j, i
         perms.add(tuple(perm))
     if len(perms) > 1:
-        raise ValueError(f"training datasets {list(dataset_names)} mirror their classes differently")
+        raise InputError(
+            f"training datasets {list(dataset_names)} mirror their classes differently"
+        )
     perm = next(iter(perms), None)
     return None if perm is None else list(perm)
-
-
-def _default_root() -> str:
-    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-
-
-def register_pcsc_datasets(
-    root: Optional[str] = None, num_frames: int = 8, train_stride: int = 1, test_stride: int = 1
-) -> None:
-    """Register every predefined split (see datasets/README.md) under ``root``."""
-    root = root or _default_root()
-    for name, (folder, gt_file, layout, split, is_train) in _PREDEFINED.items():
-        register_action_dataset(
-            name,
-            os.path.join(root, folder),
-            gt_file,
-            split,
-            is_train,
-            layout,
-            num_frames,
-            train_stride if is_train else test_stride,
-            _CLASS_FLIP_MAPS.get(folder, ()),
-        )
-
-
-def configure_pcsc_datasets(cfg) -> None:
-    """Re-register the predefined splits with the config's K and key-frame strides."""
-    register_pcsc_datasets(
-        None,
-        cfg.INPUT.NUM_FRAMES,
-        cfg.DATASETS.TRAIN_KEY_FRAME_STRIDE,
-        cfg.DATASETS.TEST_KEY_FRAME_STRIDE,
-    )

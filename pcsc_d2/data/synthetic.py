@@ -18,6 +18,18 @@ of pcsc_d2 runs on it unchanged. What makes it a test of PCSC rather than a toy:
 - the flow images are computed from the rendered RGB frames by the project's own extractor
   (pcsc_d2.data.flow; DIS by default for speed), never from the generator's motion.
 
+A second design, ``--design balanced`` (written to datasets/synthetic_balanced, registered as
+``synthetic_balanced_{train,test}``), cripples neither stream, to test PCSC's claims on data not
+built for them:
+
+- **each class has a look and a motion**: 70% of a class's actors wear the class's colour and
+  every class has its own body proportions (width/height 0.38 .. 0.62 by class), on top of the
+  same five motions; so an RGB frame tells much of the class, and the motion tells the rest;
+- **the background pans** steadily (0.8 to 1.6 pixels a frame) instead of drifting and jittering;
+- **decoys**: one or two figures drawn like actors wander slowly across the frame without
+  acting (never annotated), so neither looks nor motion alone finds the actors;
+- several actors in some videos, the pole, untrimmed actions and the flow extraction as above.
+
 The same seed gives byte-identical frames and GT (every video draws from its own
 ``numpy.random.default_rng([seed, index])``).
 """
@@ -38,14 +50,19 @@ from pcsc_d2.utils.io import atomic_open, atomic_save_pickle
 
 from .flow import extract_flow_frames, list_frames, worker_pool
 
-__all__ = ["CLASSES", "SyntheticConfig", "generate_synthetic_dataset"]
+__all__ = ["CLASSES", "DESIGNS", "SyntheticConfig", "generate_synthetic_dataset"]
 
 logger = logging.getLogger(__name__)
 
-# A mirrored MoveRight is a MoveLeft: the dataset's registration (pcsc_d2.data.datasets) tells
-# the training mapper to swap the two on a horizontal flip.
+# A mirrored MoveRight is a MoveLeft: the GT file's "flip_pairs" tells the training mapper to
+# swap the two on a horizontal flip.
 CLASSES = ["MoveRight", "MoveLeft", "Jump", "Circle", "Shake"]
 GT_FILE = "synthetic-GT.pkl"
+# design -> its GT file (the folder of the same name is registered as <name>_{train,test}).
+DESIGNS = {"motion": GT_FILE, "balanced": "synthetic_balanced-GT.pkl"}
+# "balanced": each class's body width / height, and the share of its actors in its colour.
+_CLASS_WIDTH = (0.38, 0.44, 0.50, 0.56, 0.62)
+_CLASS_COLOUR_SHARE = 0.7
 _PALETTE = np.array(
     [[200, 80, 60], [60, 120, 200], [80, 170, 90], [210, 180, 70], [150, 90, 170], [230, 130, 40]],
     dtype=np.float32,
@@ -54,7 +71,8 @@ _PALETTE = np.array(
 
 @dataclasses.dataclass
 class SyntheticConfig:
-    """Size of the generated set. ``scale`` multiplies the number of videos."""
+    """Size of the generated set (``scale`` multiplies the number of videos) and its design:
+    "motion" (the class is in the motion only) or "balanced" (see the module docstring)."""
 
     num_train: int = 32
     num_test: int = 16
@@ -65,6 +83,7 @@ class SyntheticConfig:
     scale: int = 1
     flow_method: str = "dis"
     jpeg_quality: int = 90
+    design: str = "motion"
 
 
 def _displacement(label: int, t: np.ndarray, p: Dict) -> np.ndarray:
@@ -85,7 +104,10 @@ def _displacement(label: int, t: np.ndarray, p: Dict) -> np.ndarray:
 def _plan_actor(rng, label: int, n: int, cfg: SyntheticConfig, slot: Tuple[float, float]) -> Dict:
     """Where and when one actor acts: its box for every frame and the action frames."""
     h = float(rng.uniform(26, 50))
-    w = h * float(rng.uniform(0.4, 0.55))
+    if cfg.design == "balanced":
+        w = h * (_CLASS_WIDTH[label] + float(rng.uniform(-0.03, 0.03)))
+    else:
+        w = h * float(rng.uniform(0.4, 0.55))
     length = int(rng.integers(max(12, n // 3), max(13, int(n * 0.6))))
     start = int(rng.integers(3, max(4, n - length - 3)))
     p = {
@@ -101,9 +123,31 @@ def _plan_actor(rng, label: int, n: int, cfg: SyntheticConfig, slot: Tuple[float
     cx = float(np.clip(slot[0] * cfg.width, lo_x, max(lo_x, hi_x)))
     cy = float(np.clip(rng.uniform(lo_y, max(lo_y, hi_y)), lo_y, max(lo_y, hi_y)))
     centers = np.array([cx, cy], np.float32) + disp
-    color = _PALETTE[rng.integers(len(_PALETTE))] * float(rng.uniform(0.8, 1.1))
+    if cfg.design == "balanced" and rng.random() < _CLASS_COLOUR_SHARE:
+        color = _PALETTE[label] * float(rng.uniform(0.85, 1.05))
+    else:
+        color = _PALETTE[rng.integers(len(_PALETTE))] * float(rng.uniform(0.8, 1.1))
     return {"label": label, "w": w, "h": h, "centers": centers, "start": start,
             "end": start + length - 1, "color": color, "tex_seed": int(rng.integers(1 << 30))}
+
+
+def _plan_decoy(rng, n: int, cfg: SyntheticConfig) -> Dict:
+    """A figure drawn like an actor that wanders slowly without acting ("balanced" design)."""
+    h = float(rng.uniform(26, 50))
+    w = h * float(rng.uniform(0.38, 0.62))
+    heading = float(rng.uniform(0, 2 * math.pi))
+    speed = float(rng.uniform(0.3, 0.9))
+    turn = rng.uniform(-0.08, 0.08, n).cumsum()  # a slowly bending path
+    steps = speed * np.stack([np.cos(heading + turn), np.sin(heading + turn)], -1)
+    path = np.cumsum(steps, 0) + rng.uniform([w, h], [cfg.width - w, cfg.height - h])
+    # Bounce off the frame's borders (reflect the path into the allowed box).
+    for axis, (lo, hi) in enumerate(((w / 2, cfg.width - w / 2), (h / 2, cfg.height - h / 2))):
+        span = hi - lo
+        x = np.mod(path[:, axis] - lo, 2 * span)
+        path[:, axis] = lo + np.where(x > span, 2 * span - x, x)
+    color = _PALETTE[rng.integers(len(_PALETTE))] * float(rng.uniform(0.8, 1.1))
+    return {"w": w, "h": h, "centers": path.astype(np.float32), "color": color,
+            "tex_seed": int(rng.integers(1 << 30))}
 
 
 def _texture(rng, h: int, w: int, scale: float) -> np.ndarray:
@@ -155,11 +199,16 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
     video = f"{CLASSES[labels[0]]}/v_{CLASSES[labels[0]]}_s{seed}_{index:04d}"
 
     H, W, pad = cfg.height, cfg.width, 40
+    if cfg.design == "balanced":  # room for the pan (at most 1.6 pixels a frame)
+        pad += int(math.ceil(1.6 * n))
     bg_rgb = np.stack([_texture(rng, H + 2 * pad, W + 2 * pad, s) for s in (9, 13, 17)], -1)
     bg_rgb = 70 + 120 * bg_rgb * rng.uniform(0.5, 1.0, 3)[None, None]
     fine = _texture(rng, H + 2 * pad, W + 2 * pad, 2.5)[..., None]
     background = (bg_rgb * (0.8 + 0.4 * fine)).astype(np.float32)
     drift = rng.uniform(-0.6, 0.6, 2)
+    balanced = cfg.design == "balanced"
+    if balanced:  # a steady pan instead of a slow drift
+        drift = drift / max(float(np.hypot(*drift)), 1e-6) * float(rng.uniform(0.8, 1.6))
     distractors = [
         {
             "pos": rng.uniform([0, 0], [W, H]),
@@ -167,8 +216,9 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
             "size": float(rng.uniform(8, 18)),
             "color": rng.uniform(0, 255, 3),
         }
-        for _ in range(int(rng.integers(1, 4)))
+        for _ in range(int(rng.integers(1, 4) if not balanced else rng.integers(0, 2)))
     ]
+    decoys = [_plan_decoy(rng, n, cfg) for _ in range(int(rng.integers(1, 3)))] if balanced else []
     pole = None
     if rng.random() < 0.35:
         pole = {
@@ -180,7 +230,7 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
     rows = [[] for _ in actors]
     for f in range(n):
         # Camera jitter shifts everything in the frame (background, distractors, actors).
-        jitter = rng.normal(0, 0.5, 2).clip(-1.5, 1.5)
+        jitter = rng.normal(0, 0.5, 2).clip(-1.5, 1.5) if not balanced else np.zeros(2)
         ox, oy = pad + drift * f - jitter
         frame = cv2.getRectSubPix(background, (W, H), (W / 2 + ox, H / 2 + oy))
         for d in distractors:
@@ -189,6 +239,8 @@ def _render_video(args: Tuple[int, int, str, SyntheticConfig]) -> Dict:
             pts = np.array([[px, py - s], [px + s, py + s * 0.7], [px - s, py + s * 0.7]])
             poly = np.round(pts * 4).astype(np.int32)
             cv2.fillPoly(frame, [poly], d["color"].tolist(), shift=2)
+        for decoy in decoys:
+            _draw_actor(frame, decoy, decoy["centers"][f])
         for a, actor in enumerate(actors):
             center = actor["centers"][f] + jitter
             box = _draw_actor(frame, actor, center)
@@ -233,6 +285,8 @@ def generate_synthetic_dataset(
         :func:`dataset_statistics` of the GT plus "seconds", the generation time.
     """
     cfg = cfg or SyntheticConfig()
+    if cfg.design not in DESIGNS:
+        raise ValueError(f"unknown synthetic design {cfg.design!r}; choose from {list(DESIGNS)}")
     if scale is not None:
         cfg = dataclasses.replace(cfg, scale=scale)
     start = time.time()
@@ -248,8 +302,10 @@ def generate_synthetic_dataset(
         "resolution": {r["video"]: (cfg.height, cfg.width) for r in results},
         "train_videos": [[r["video"] for r in results[:num_train]]],
         "test_videos": [[r["video"] for r in results[num_train:]]],
+        # A mirrored MoveRight is a MoveLeft: training flips swap their labels.
+        "flip_pairs": [["MoveRight", "MoveLeft"]],
     }
-    atomic_save_pickle(gt, os.path.join(out, GT_FILE), protocol=2)
+    atomic_save_pickle(gt, os.path.join(out, DESIGNS[cfg.design]), protocol=2)
     stats = dataset_statistics(gt)
     stats["seconds"] = round(time.time() - start, 1)
     split_stats = {k: stats[k] for k in ("train", "test")}
@@ -287,14 +343,18 @@ def dataset_statistics(gt: Dict) -> Dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Generate the synthetic two-stream action dataset")
-    parser.add_argument("--out", default="datasets/synthetic")
+    parser.add_argument("--out", default=None,
+                        help="default: datasets/synthetic (motion), datasets/synthetic_balanced")
+    parser.add_argument("--design", default="motion", choices=sorted(DESIGNS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=1, help="multiply the number of videos")
     parser.add_argument("--flow", default="dis", choices=["dis", "tvl1"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    cfg = SyntheticConfig(flow_method=args.flow)
+    cfg = SyntheticConfig(flow_method=args.flow, design=args.design)
+    if args.out is None:
+        args.out = os.path.join("datasets", DESIGNS[args.design][: -len("-GT.pkl")])
     stats = generate_synthetic_dataset(args.out, args.seed, args.scale, cfg, args.workers)
     rows = [
         [

@@ -166,7 +166,7 @@ def train_actionness_classifiers(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         history["train_loss"].append(total / m)
         head.eval()
         if has_val:

@@ -4,16 +4,22 @@ Every box here is in the ground truth's pixel convention (0-indexed, inclusive c
 :mod:`pcsc_d2.structures`), and every overlap is the field's IoU with +1-pixel areas. Model
 outputs are converted once, with :func:`pcsc_d2.structures.d2_to_gt`, before they get here.
 
-The linker walks a video's frames once per class. Its cost per frame is bounded by the
+One implementation serves both uses: :class:`OnlineLinker` takes the frames one at a time
+(the streaming demo links as frames arrive, holding only the live tubes), and
+:func:`link_video` feeds it a whole video's detections. The cost per frame is bounded by the
 number of live tubes times the (at most ``post_nms_topk``) detections of that frame, so very
-long videos scale linearly. Frames where a class has no detection are never visited: a tube's
-misses are counted from the ordinal of the frame it last matched.
+long videos scale linearly. Misses are counted in processed frames (ordinals), so a frame
+stride links across the frames that were not processed.
 """
+import bisect
 import dataclasses
+import heapq
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from .boxes import _gate, box_iou, nms, paired_box_iou
 
 __all__ = [
     "Tube",
@@ -22,110 +28,11 @@ __all__ = [
     "paired_box_iou",
     "nms",
     "link_video",
-    "link_class",
+    "LiveTube",
+    "OnlineLinker",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU with +1-pixel areas, as the field computes it.
-
-    Args:
-        a: (N, 4) x1 y1 x2 y2, inclusive pixel corners.
-        b: (M, 4) x1 y1 x2 y2, inclusive pixel corners.
-
-    Returns:
-        (N, M) float64 IoU.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
-    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def paired_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU with +1-pixel areas: ``iou[i] = IoU(a[i], b[i])``.
-
-    Args:
-        a: (N, 4) x1 y1 x2 y2, inclusive pixel corners.
-        b: (N, 4) the same convention.
-
-    Returns:
-        (N,) float64 IoU.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1
-    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return inter / (area_a + area_b - inter)
-
-
-def _iou_py(a: Sequence[float], b: Sequence[float]) -> float:
-    """+1-pixel IoU of two boxes given as Python sequences (cheaper than numpy for one pair)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return inter / (union - inter)
-
-
-def _gate(
-    last_boxes: List[List[float]], boxes: List[List[float]], thresh: float
-) -> List[List[bool]]:
-    """(T, D) IoU >= thresh between tubes' last boxes and a frame's detections."""
-    if len(last_boxes) * len(boxes) <= 64:
-        # Per-frame sizes are tiny: plain Python beats numpy's per-call overhead here.
-        return [[_iou_py(t, d) >= thresh for d in boxes] for t in last_boxes]
-    return (box_iou(np.asarray(last_boxes), np.asarray(boxes)) >= thresh).tolist()
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, topk: int = -1) -> np.ndarray:
-    """Greedy NMS with the +1-pixel IoU; a box is suppressed when IoU > ``thresh``.
-
-    Args:
-        boxes: (N, 4) x1 y1 x2 y2, inclusive pixel corners.
-        scores: (N,) scores.
-        thresh: IoU above which the lower-scoring box is removed.
-        topk: stop after this many kept boxes (-1: no limit).
-
-    Returns:
-        (K,) int64 indices of the kept boxes, highest score first.
-    """
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    if len(order) <= 1:
-        return order.astype(np.int64)
-    if len(order) <= 8:
-        # Tiny groups (the usual case per class and frame): plain Python is cheaper.
-        blist = np.asarray(boxes, dtype=np.float64).tolist()
-        kept: List[int] = []
-        for i in order.tolist():
-            if all(_iou_py(blist[i], blist[k]) <= thresh for k in kept):
-                kept.append(i)
-                if len(kept) == topk:
-                    break
-        return np.asarray(kept, dtype=np.int64)
-    # One matrix for all pairs: cheaper than per-step overlaps for larger groups.
-    suppresses = box_iou(boxes, boxes) > thresh
-    removed = np.zeros(len(order), dtype=bool)
-    keep: List[int] = []
-    for i in order.tolist():
-        if removed[i]:
-            continue
-        keep.append(i)
-        if len(keep) == topk:
-            break
-        removed |= suppresses[i]
-    return np.asarray(keep, dtype=np.int64)
 
 
 @dataclasses.dataclass
@@ -141,6 +48,9 @@ class Tube:
         extras: per-box arrays of shape (L, ...) that travelled with the detections
             (e.g. "actionness" (L,)).
         video: the video key "Class/video" (may be empty when unknown).
+        matched: (L,) bool, True where the box is a detection the linker matched, False where
+            it repeats the previous one across a gap; None when unknown (every box counts).
+            Tube scores average the matched boxes' scores only.
     """
 
     label: int
@@ -150,6 +60,11 @@ class Tube:
     score: float
     extras: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     video: str = ""
+    matched: Optional[np.ndarray] = None
+
+    def matched_scores(self) -> np.ndarray:
+        """The scores of the matched boxes (all of them when ``matched`` is unknown)."""
+        return self.scores if self.matched is None else self.scores[self.matched]
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -223,118 +138,267 @@ def topk_mean(scores: np.ndarray, k: int) -> float:
     return float(scores.mean()) if len(scores) else 0.0
 
 
-class _LiveTube:
-    __slots__ = ("dets", "frames", "last_box", "last_ordinal", "recent")
+class LiveTube:
+    """A tube that is still being linked (the state of :class:`OnlineLinker`).
 
-    def __init__(self, det: int, frame: int, box: List[float], ordinal: int, score: float):
-        self.dets = [det]
-        self.frames = [frame]
-        self.last_box = box
-        self.last_ordinal = ordinal
-        self.recent = [score]
-
-
-def link_class(
-    frames: np.ndarray,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    ordinals: np.ndarray,
-    opts: LinkingOptions,
-) -> List[List[int]]:
-    """Link one class's detections (already filtered and NMS-ed) over a video.
-
-    Args:
-        frames: (N,) int 1-based frame of each detection, non-decreasing.
-        boxes: (N, 4) x1 y1 x2 y2, inclusive pixel corners.
-        scores: (N,) scores, decreasing within each frame.
-        ordinals: (N,) position of each detection's frame among the video's processed
-            frames (misses are counted in processed frames).
-        opts: the linking options.
-
-    Returns:
-        For each tube, the indices (into the inputs) of its detections, in frame order. Tubes
-        with fewer than ``opts.min_length`` detections are already dropped.
+    Attributes:
+        label: 0-based class index.
+        tube_id: a number unique within the linker, in order of creation.
+        frames: the frames (1-based, increasing) of its matched detections.
+        boxes: per matched frame, x1 y1 x2 y2 (inclusive pixel corners) as float32 values.
+        scores: per matched frame, the detection score.
+        extras: name -> per matched frame, that detection's extra value or row.
+        rank: the rank (by score) of its first detection within its first frame; it orders
+            tubes that start at the same frame.
     """
-    n = len(frames)
-    if n == 0:
-        return []
-    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]])
-    ends = np.r_[starts[1:], n]
-    box_list = boxes.tolist()
-    score_list = scores.tolist()
-    frame_list = frames.tolist()
-    ordinal_list = ordinals.tolist()
-    live: List[_LiveTube] = []
-    finished: List[_LiveTube] = []
-    window = opts.order_window
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        ordinal = ordinal_list[s]
-        # Tubes that missed more than max_missed processed frames have ended.
-        alive = []
-        for t in live:
-            (alive if ordinal - t.last_ordinal <= opts.max_missed else finished).append(t)
-        live = alive
-        claimed = [False] * (e - s)
+
+    __slots__ = ("label", "tube_id", "frames", "boxes", "scores", "extras", "rank", "last_ordinal",
+                 "recent", "_topk", "_topk_sum")
+
+    def __init__(self, label: int, tube_id: int, rank: int):
+        self.label = label
+        self.tube_id = tube_id
+        self.rank = rank
+        self.frames: List[int] = []
+        self.boxes: List[List[float]] = []
+        self.scores: List[float] = []
+        self.extras: Dict[str, list] = {}
+        self.last_ordinal = -1
+        self.recent: List[float] = []
+        self._topk: List[float] = []  # min-heap of the best score_topk scores
+        self._topk_sum = 0.0
+
+    def add(self, frame: int, box: List[float], score: float, ordinal: int, extras: Dict,
+            opts: "LinkingOptions") -> None:
+        """Append a matched detection."""
+        self.frames.append(frame)
+        self.boxes.append(box)
+        self.scores.append(score)
+        for k, v in extras.items():
+            self.extras.setdefault(k, []).append(v)
+        self.last_ordinal = ordinal
+        self.recent.append(score)
+        if len(self.recent) > opts.order_window:
+            del self.recent[0]
+        if opts.score_topk <= 0 or len(self._topk) < opts.score_topk:
+            heapq.heappush(self._topk, score)
+            self._topk_sum += score
+        elif score > self._topk[0]:
+            self._topk_sum += score - heapq.heapreplace(self._topk, score)
+
+    @property
+    def score(self) -> float:
+        """The running tube score: mean of the top ``score_topk`` matched scores so far."""
+        return self._topk_sum / len(self._topk) if self._topk else 0.0
+
+    def box_at(self, frame: int) -> Optional[List[float]]:
+        """The box at ``frame`` as the finished tube will have it, if already known.
+
+        Frames between two matches repeat the earlier match's box (as :meth:`to_tube` fills
+        them); frames before the first match or after the last one give None.
+        """
+        if not self.frames or not self.frames[0] <= frame <= self.frames[-1]:
+            return None
+        return self.boxes[bisect.bisect_right(self.frames, frame) - 1]
+
+    def to_tube(self, opts: "LinkingOptions", video: str = "") -> Tube:
+        """The finished :class:`Tube`: every frame from the first match to the last, gaps
+        (missed or unprocessed frames) filled with the previous match's box, score and extras;
+        scored by the mean of its top ``score_topk`` matched scores."""
+        f = np.asarray(self.frames, dtype=np.int64)
+        full = np.arange(f[0], f[-1] + 1)
+        src = np.searchsorted(f, full, side="right") - 1
+        scores = np.asarray(self.scores, dtype=np.float32)
+        return Tube(
+            label=self.label,
+            frames=full,
+            boxes=np.asarray(self.boxes, dtype=np.float32)[src],
+            scores=scores[src],
+            score=topk_mean(scores, opts.score_topk),
+            extras={k: np.stack(v)[src] for k, v in self.extras.items()},
+            video=video,
+            matched=np.isin(full, f),
+        )
+
+
+class OnlineLinker:
+    """Links detections into tubes as frames arrive, independently for every class.
+
+    The online linking of Singh et al. (2017): at every processed frame, per class, the
+    detections are filtered (score > ``score_thresh``, top ``pre_nms_topk``, NMS at
+    ``nms_thresh``, top ``post_nms_topk``); the live tubes, best first (mean of their last
+    ``order_window`` matched scores), each take the best unclaimed detection whose IoU with
+    their last box is >= ``iou_thresh``; unclaimed detections start new tubes; a tube that
+    missed more than ``max_missed`` consecutive processed frames ends.
+
+    Memory holds the live tubes only: ended tubes are handed back by :meth:`step` and
+    :meth:`finish`, so a video of any length can be linked in a stream.
+
+    Example::
+
+        linker = OnlineLinker(LinkingOptions(), video="Class/v1")
+        done = []
+        for frame, det in detections:              # in increasing frame order
+            done += linker.step(frame, det["boxes"], det["scores"], det["classes"])
+        done += linker.finish()
+    """
+
+    def __init__(self, opts: Optional[LinkingOptions] = None, video: str = ""):
+        self.opts = opts or LinkingOptions()
+        self.video = video
+        self._live: Dict[int, List[LiveTube]] = {}
+        self._ordinal = -1
+        self._last_frame: Optional[int] = None
+        self._next_id = 0
+
+    @property
+    def live_tubes(self) -> List[LiveTube]:
+        """The tubes still being linked (every class), including those still too short."""
+        return [t for label in sorted(self._live) for t in self._live[label]]
+
+    def step(
+        self,
+        frame: int,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        extras: Optional[Mapping[str, np.ndarray]] = None,
+    ) -> List[Tube]:
+        """Link the detections of the next processed frame.
+
+        Args:
+            frame: the frame (1-based); larger than the previous step's. Frames never passed
+                to step (e.g. with a frame stride) are bridged, and misses are counted in
+                processed frames.
+            boxes: (N, 4) x1 y1 x2 y2, inclusive pixel corners.
+            scores: (N,) detection scores.
+            labels: (N,) 0-based class indices.
+            extras: name -> (N, ...) per-detection values carried into the tubes box by box
+                (e.g. actionness).
+
+        Returns:
+            The tubes that ended at this frame (missed more than ``max_missed`` processed
+            frames) and have at least ``min_length`` matched boxes, sorted by (class, start
+            frame, rank of the first detection).
+        """
+        return self._to_tubes(self._advance(frame, boxes, scores, labels, extras))
+
+    def _advance(self, frame, boxes, scores, labels, extras) -> List[LiveTube]:
+        """:meth:`step` without the conversion: returns every tube that ended."""
+        frame = int(frame)
+        if self._last_frame is not None and frame <= self._last_frame:
+            raise ValueError(
+                f"video {self.video!r}: frame {frame} linked after frame {self._last_frame}; "
+                "frames must arrive in increasing order"
+            )
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
+        n = len(scores)
+        if len(boxes) != n or len(labels) != n or any(len(v) != n for v in extras.values()):
+            sizes = {"boxes": len(boxes), "labels": len(labels)}
+            sizes.update({k: len(v) for k, v in extras.items()})
+            raise ValueError(
+                f"video {self.video!r}, frame {frame}: {n} scores but per-detection sizes {sizes}"
+            )
+        self._last_frame = frame
+        self._ordinal += 1
+        ordinal, opts = self._ordinal, self.opts
+        ended: List[LiveTube] = []
+        for label, live in self._live.items():
+            alive = []
+            for t in live:
+                # A tube that missed more than max_missed processed frames has ended.
+                (alive if ordinal - t.last_ordinal <= opts.max_missed else ended).append(t)
+            self._live[label] = alive
+        sel = _select_for_linking(labels, boxes, scores, opts)
+        if len(sel):
+            sel_labels = labels[sel]
+            starts = np.flatnonzero(np.concatenate(([True], sel_labels[1:] != sel_labels[:-1])))
+            starts = starts.tolist()
+            for s, e in zip(starts, starts[1:] + [len(sel)]):
+                self._link_class(int(sel_labels[s]), frame, ordinal, sel[s:e], boxes, scores,
+                                 extras)
+        return ended
+
+    def finish(self) -> List[Tube]:
+        """End every live tube; returns those with at least ``min_length`` matched boxes,
+        sorted by (class, start frame, rank of the first detection). The linker is then empty.
+        """
+        return self._to_tubes(self._end_all())
+
+    def _end_all(self) -> List[LiveTube]:
+        ended = [t for live in self._live.values() for t in live]
+        self._live = {}
+        return ended
+
+    def _to_tubes(self, ended: List[LiveTube]) -> List[Tube]:
+        """The ended tubes long enough to keep, as Tubes in (class, start, rank) order."""
+        kept = [t for t in ended if len(t.frames) >= self.opts.min_length]
+        kept.sort(key=lambda t: (t.label, t.frames[0], t.rank))
+        return [t.to_tube(self.opts, self.video) for t in kept]
+
+    def _link_class(self, label: int, frame: int, ordinal: int, members: np.ndarray,
+                    boxes: np.ndarray, scores: np.ndarray, extras: Dict[str, np.ndarray]) -> None:
+        """Match one class's selected detections (best first) to its live tubes."""
+        box_list = boxes[members].tolist()
+        score_list = scores[members].tolist()
+
+        def extras_of(j: int) -> Dict:
+            # Rows of multi-dimensional extras are copied: a view would keep the frame's array.
+            d = members[j]
+            return {k: v[d].copy() if v.ndim > 1 else v[d] for k, v in extras.items()}
+
+        live = self._live.setdefault(label, [])
+        claimed = [False] * len(members)
         if live:
+            # Better tubes choose first (a stable sort: ties keep their order).
             live.sort(key=lambda t: -sum(t.recent) / len(t.recent))
-            gate = _gate([t.last_box for t in live], box_list[s:e], opts.iou_thresh)
+            gate = _gate([t.boxes[-1] for t in live], box_list, self.opts.iou_thresh)
             for t, row in zip(live, gate):
                 # Detections are sorted by score: the first open one is the best.
                 for j, ok in enumerate(row):
                     if ok and not claimed[j]:
                         claimed[j] = True
-                        d = s + j
-                        t.dets.append(d)
-                        t.frames.append(frame_list[d])
-                        t.last_box = box_list[d]
-                        t.last_ordinal = ordinal
-                        t.recent.append(score_list[d])
-                        if len(t.recent) > window:
-                            del t.recent[0]
+                        t.add(frame, box_list[j], score_list[j], ordinal, extras_of(j), self.opts)
                         break
         for j, c in enumerate(claimed):
             if not c:
-                d = s + j
-                live.append(_LiveTube(d, frame_list[d], box_list[d], ordinal, score_list[d]))
-    finished.extend(live)
-    finished.sort(key=lambda t: (t.frames[0], t.dets[0]))
-    return [t.dets for t in finished if len(t.dets) >= opts.min_length]
+                t = LiveTube(label, self._next_id, rank=j)
+                self._next_id += 1
+                t.add(frame, box_list[j], score_list[j], ordinal, extras_of(j), self.opts)
+                live.append(t)
 
 
 def _select_for_linking(
-    labels: np.ndarray,
-    frames: np.ndarray,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    opts: LinkingOptions,
+    labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, opts: LinkingOptions
 ) -> np.ndarray:
-    """Per (class, frame): score > thresh, top ``pre_nms_topk``, NMS, top ``post_nms_topk``.
+    """One frame's detections to link, per class: score > thresh, top ``pre_nms_topk``, NMS,
+    top ``post_nms_topk``.
+
+    Args:
+        labels: (N,) int64 classes; boxes: (N, 4) float32; scores: (N,) float32.
 
     Returns:
-        Indices of the kept detections ordered by (class, frame, decreasing score).
+        Indices of the kept detections ordered by (class, decreasing score).
     """
     idx = np.flatnonzero(scores > opts.score_thresh)
-    idx = idx[np.lexsort((-scores[idx], frames[idx], labels[idx]))]
     if len(idx) == 0:
         return idx
-    lab, fr = labels[idx], frames[idx]
-    group = np.r_[True, (lab[1:] != lab[:-1]) | (fr[1:] != fr[:-1])]
-    starts = np.flatnonzero(group)
-    sizes = np.diff(np.r_[starts, len(idx)])
-    rank = np.arange(len(idx)) - np.repeat(starts, sizes)
-    idx, rank = idx[rank < opts.pre_nms_topk], rank[rank < opts.pre_nms_topk]
-    keep = np.ones(len(idx), dtype=bool)
-    starts = np.flatnonzero(rank == 0)
-    ends = np.r_[starts[1:], len(idx)]
-    # Only groups of two or more boxes need NMS; singletons pass as they are.
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        if e - s < 2:
-            continue
-        members = idx[s:e]
-        kept = nms(boxes[members], scores[members], opts.nms_thresh, opts.post_nms_topk)
-        keep[s:e] = False
-        keep[s + kept] = True
-    return idx[keep]
+    idx = idx[np.lexsort((-scores[idx], labels[idx]))]
+    lab = labels[idx]
+    starts = np.flatnonzero(np.concatenate(([True], lab[1:] != lab[:-1]))).tolist()
+    kept = []
+    for s, e in zip(starts, starts[1:] + [len(idx)]):
+        members = idx[s : min(e, s + opts.pre_nms_topk)]
+        # Only groups of two or more boxes need NMS; singletons pass as they are.
+        if len(members) > 1:
+            members = members[
+                nms(boxes[members], scores[members], opts.nms_thresh, opts.post_nms_topk)
+            ]
+        kept.append(members)
+    return np.concatenate(kept)
 
 
 def link_video(
@@ -346,12 +410,14 @@ def link_video(
     opts: Optional[LinkingOptions] = None,
     video: str = "",
 ) -> List[Tube]:
-    """Link a video's detections into tubes, independently for every class.
+    """Link a whole video's detections into tubes, independently for every class.
+
+    The offline entry point of :class:`OnlineLinker`: the frames are fed to it in order.
 
     Args:
-        frame_ids: the processed frames (1-based), one entry per frame, in any order. A
-            frame without detections must still be listed (with empty arrays): misses are
-            counted in processed frames.
+        frame_ids: the processed frames (1-based), one entry per frame, in any order, each
+            once. A frame without detections must still be listed (with empty arrays): misses
+            are counted in processed frames.
         boxes: per frame, (N_f, 4) x1 y1 x2 y2, inclusive pixel corners.
         scores: per frame, (N_f,) detection scores.
         labels: per frame, (N_f,) 0-based class indices.
@@ -365,77 +431,15 @@ def link_video(
         frames that were not processed) are filled by repeating the previous box, its score
         and extras; the tube score is the mean of the top ``score_topk`` *matched* box scores.
     """
-    opts = opts or LinkingOptions()
     extras = extras or {}
-    if not (len(frame_ids) == len(boxes) == len(scores) == len(labels)):
+    if not (len(frame_ids) == len(boxes) == len(scores) == len(labels)) or any(
+        len(v) != len(frame_ids) for v in extras.values()
+    ):
         raise ValueError(f"video {video!r}: per-frame inputs have different lengths")
-    sizes = np.asarray([len(s) for s in scores], dtype=np.int64)
     order = np.argsort(np.asarray(frame_ids, dtype=np.int64), kind="stable")
-    frame_arr = np.asarray(frame_ids, dtype=np.int64)
-    ordinal_of_frame = np.empty(len(order), dtype=np.int64)
-    ordinal_of_frame[order] = np.arange(len(order))
-    if sizes.sum() == 0:
-        return []
-    all_boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes])
-    all_scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores])
-    all_labels = np.concatenate([np.asarray(c, np.int64).reshape(-1) for c in labels])
-    all_frames = np.repeat(frame_arr, sizes)
-    all_ordinals = np.repeat(ordinal_of_frame, sizes)
-    all_extras = {k: np.concatenate([np.asarray(x) for x in v]) for k, v in extras.items()}
-    for k, v in all_extras.items():
-        if len(v) != len(all_scores):
-            raise ValueError(
-                f"video {video!r}: extra {k!r} has {len(v)} values for "
-                f"{len(all_scores)} detections"
-            )
-    sel = _select_for_linking(all_labels, all_frames, all_boxes, all_scores, opts)
-    sel_labels = all_labels[sel]
-    bounds = np.flatnonzero(np.r_[True, sel_labels[1:] != sel_labels[:-1], True])
-    tubes: List[Tube] = []
-    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        members = sel[s:e]
-        linked = link_class(
-            all_frames[members],
-            all_boxes[members],
-            all_scores[members],
-            all_ordinals[members],
-            opts,
-        )
-        for dets in linked:
-            tube = _make_tube(
-                members[dets],
-                int(sel_labels[s]),
-                all_frames,
-                all_boxes,
-                all_scores,
-                all_extras,
-                opts,
-                video,
-            )
-            tubes.append(tube)
-    return tubes
-
-
-def _make_tube(
-    det_idx: np.ndarray,
-    label: int,
-    frames: np.ndarray,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    extras: Dict[str, np.ndarray],
-    opts: LinkingOptions,
-    video: str,
-) -> Tube:
-    f = frames[det_idx]
-    # Each frame of [first, last] takes the latest matched detection at or before it.
-    full = np.arange(f[0], f[-1] + 1)
-    src = det_idx[np.searchsorted(f, full, side="right") - 1]
-    return Tube(
-        label=label,
-        frames=full,
-        boxes=boxes[src].astype(np.float32),
-        scores=scores[src].astype(np.float32),
-        score=topk_mean(scores[det_idx], opts.score_topk),
-        extras={k: v[src] for k, v in extras.items()},
-        video=video,
-    )
+    linker = OnlineLinker(opts, video)
+    ended: List[LiveTube] = []
+    for i in order.tolist():
+        ended += linker._advance(frame_ids[i], boxes[i], scores[i], labels[i],
+                                 {k: v[i] for k, v in extras.items()})
+    return linker._to_tubes(ended + linker._end_all())

@@ -109,8 +109,9 @@ def refine_tube(tube: Tube, opts: RefineOptions) -> List[Tube]:
         opts: the TR options.
 
     Returns:
-        The tube's pieces (possibly none), each re-scored by the mean of its top-k box scores
-        and carrying the smoothed actionness in ``extras[opts.key + "_smoothed"]``.
+        The tube's pieces (possibly none), each re-scored by the mean of its top-k matched box
+        scores (as linking scores tubes) and carrying the smoothed actionness in
+        ``extras[opts.key + "_smoothed"]``.
     """
     if opts.key not in tube.extras:
         raise KeyError(f"tube of video {tube.video!r} has no per-box {opts.key!r} to refine with")
@@ -126,17 +127,21 @@ def refine_tube(tube: Tube, opts: RefineOptions) -> List[Tube]:
             continue
         extras = {k: v[sl] for k, v in tube.extras.items()}
         extras[opts.key + "_smoothed"] = smoothed[sl]
-        pieces.append(
-            Tube(
-                label=tube.label,
-                frames=tube.frames[sl],
-                boxes=tube.boxes[sl],
-                scores=tube.scores[sl],
-                score=topk_mean(tube.scores[sl], opts.score_topk),
-                extras=extras,
-                video=tube.video,
-            )
+        piece = Tube(
+            label=tube.label,
+            frames=tube.frames[sl],
+            boxes=tube.boxes[sl],
+            scores=tube.scores[sl],
+            score=0.0,
+            extras=extras,
+            video=tube.video,
+            matched=None if tube.matched is None else tube.matched[sl],
         )
+        # Scored as linking scores a tube (its matched boxes), so an untouched tube keeps its
+        # score; a piece made only of repeated boxes falls back to them.
+        scores = piece.matched_scores()
+        piece.score = topk_mean(scores if len(scores) else piece.scores, opts.score_topk)
+        pieces.append(piece)
     return pieces
 
 

@@ -1,0 +1,42 @@
+"""Resumable multi-step jobs (tools/main_job.py, tools/real_sample.py): each step runs unless
+its result already exists, so an interrupted job picks up where it stopped."""
+import logging
+import os
+import subprocess
+import time
+from typing import Callable, Dict, List, Optional
+
+__all__ = ["StepRunner", "run_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_command(cmd: List[str], cwd: str) -> None:
+    """Run a step as a user would, from ``cwd``; fail loudly (CalledProcessError)."""
+    logger.info("$ %s", " ".join(cmd))
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+class StepRunner:
+    """Runs named steps, skipping those whose result exists, and times each.
+
+    Args:
+        is_done: whether a step's result path counts as done; default: it is a file.
+
+    Attributes:
+        timings: {step name: seconds} (a skipped step takes ~0 s).
+    """
+
+    def __init__(self, is_done: Optional[Callable[[str], bool]] = None):
+        self.is_done = is_done or os.path.isfile
+        self.timings: Dict[str, float] = {}
+
+    def step(self, name: str, done: str, action: Callable[[], None]) -> None:
+        """Run ``action`` unless ``done`` (the step's result) exists."""
+        t0 = time.time()
+        if self.is_done(done):
+            logger.info("step %s: %s exists, skipped", name, done)
+        else:
+            logger.info("step %s", name)
+            action()
+        self.timings[name] = round(time.time() - t0, 1)
