@@ -192,11 +192,11 @@ def _macs_by_operator(model, inputs) -> Dict[str, float]:
     return out
 
 
-def _matmul_peak(args, queue) -> None:
+def _matmul_peak(args, dtypes, queue) -> None:
     """Child process: best GFLOP/s of a 2048^3 matrix product, fp32 and bf16."""
     torch.set_num_threads(args.threads)
     out = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, d) for d in dtypes):
         a = torch.randn(2048, 2048, device=args.device, dtype=dtype)
         b = torch.randn(2048, 2048, device=args.device, dtype=dtype)
         try:
@@ -311,7 +311,7 @@ def main(argv=None) -> None:
         f"PCSC model speed on {name} ({precision}); K={args.frames} at {args.height}x{args.width},"
         f" batch {args.batch}, {args.iters} timed iterations x {args.repeats}; {args.config_file}"
     )
-    peak = _run(ctx, _matmul_peak, args)
+    peak = _run(ctx, _matmul_peak, args, ("float32", "bfloat16"))
     rates = ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items())
     print(f"Matrix-multiply peak (2048^3): {rates}", flush=True)
     fp32_peak = peak["float32"]
@@ -342,6 +342,10 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
     print(f"\n{'T':>2} {'mode':>9} {'code':>14} {'key frames/s':>12} {peak_name:>12} "
           f"{'GFLOP/s':>8} {'% fp32 peak':>11} {'speed-up':>8}")
     for mode in args.modes:
+        # A shared machine's speed drifts over minutes (the peak has read 76 to 152 GFLOP/s on
+        # the same 2 cores within one hour): re-measure it next to each mode's rows and judge
+        # the rows against the higher of the two readings.
+        fp32_peak = max(fp32_peak, _run(ctx, _matmul_peak, args, ("float32",))["float32"])
         best: Dict[str, tuple] = {}
         for r in range(args.repeats):
             # Alternate the order so that neither code always runs first under drifting load.
@@ -350,6 +354,7 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
                 rate, mem = _run(ctx, _measure, args, num_stages, mode, tree)
                 if label not in best or rate > best[label][0]:
                     best[label] = (rate, mem)
+        fp32_peak = max(fp32_peak, _run(ctx, _matmul_peak, args, ("float32",))["float32"])
         base = best[next(iter(codes))][0]
         macs = train_macs if mode == "train" else infer_macs
         for label in codes:
@@ -358,6 +363,7 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
             ratio = f"{rate / base:.2f}x" if len(codes) > 1 else ""
             print(f"{num_stages:>2} {mode:>9} {label:>14} {rate:>12.3f} {mem:>12.2f} "
                   f"{gflops:>8.1f} {100 * gflops / fp32_peak:>10.1f}% {ratio:>8}", flush=True)
+        print(f"   (fp32 peak for these rows, the highest reading so far: {fp32_peak:.1f} GFLOP/s)")
 
 
 def _kernel_table(ctx, args, num_stages, fp32_peak, by_op) -> None:
