@@ -25,11 +25,11 @@ def test_trims_a_tube_whose_actionness_dips_at_its_ends():
 
 def test_splits_at_a_long_dip_and_bridges_a_short_one():
     act = np.r_[np.full(10, 0.9), np.full(10, 0.1), np.full(10, 0.9)]
-    pieces = refine_tube(_tube(act), RefineOptions(median_window=3, max_gap=5))
+    pieces = refine_tube(_tube(act), RefineOptions(median_window=3, max_gap=5, mode="split"))
     assert [(p.frames[0], p.frames[-1]) for p in pieces] == [(1, 10), (21, 30)]
     # A dip of 3 <= MAX_GAP boxes is bridged: one piece keeps every box.
     act = np.r_[np.full(10, 0.9), np.full(3, 0.1), np.full(10, 0.9)]
-    (piece,) = refine_tube(_tube(act), RefineOptions(median_window=1, max_gap=5))
+    (piece,) = refine_tube(_tube(act), RefineOptions(median_window=1, max_gap=5, mode="split"))
     assert len(piece) == 23
 
 
@@ -43,7 +43,7 @@ def test_median_filter_short_pieces_and_rescoring():
     # Pieces shorter than MIN_LENGTH are discarded; the rest are re-scored (top-k mean).
     act = np.r_[np.full(4, 0.9), np.full(10, 0.0), np.full(6, 0.9)]
     scores = np.r_[np.full(14, 0.9), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]
-    (piece,) = refine_tube(_tube(act, scores), RefineOptions(median_window=1, score_topk=2))
+    (piece,) = refine_tube(_tube(act, scores), RefineOptions(median_window=1, score_topk=2, mode="split"))
     np.testing.assert_array_equal(piece.frames, np.arange(15, 21))
     assert piece.score == pytest.approx(0.55)
 

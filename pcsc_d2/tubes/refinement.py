@@ -42,7 +42,7 @@ class RefineOptions:
 
     median_window: int = 9
     thresh: float = 0.5
-    mode: str = "split"
+    mode: str = "ends"
     max_gap: int = 5
     min_length: int = 5
     score_topk: int = 40
