@@ -105,3 +105,39 @@ def test_seed_statistics_and_spread_verdicts():
     assert compare_with_spread(tight, stats)[0] == "reversed"
     one = seed_statistics([{"m": 3.0}])["m"]
     assert one["std"] == 0.0
+
+
+def test_metrics_row_picks_a_trimming_rule():
+    m = {"frame_mAP@0.5": 50.0, "video_mAP@0.5/noTR": 10.0, "video_mAP@0.5/TR": 30.0,
+         "video_mAP@0.5/TR-ends": 30.0, "video_mAP@0.5/TR-split": 25.0}
+    keys = ["frame_mAP@0.5", "video_mAP@0.5"]
+    assert metrics_row(m, keys=keys) == {"frame_mAP@0.5": 50.0, "video_mAP@0.5": 10.0}
+    assert metrics_row(m, tr=True, keys=keys)["video_mAP@0.5"] == 30.0
+    assert metrics_row(m, tr="split", keys=keys)["video_mAP@0.5"] == 25.0
+    assert metrics_row(m, tr="ends", keys=keys)["frame_mAP@0.5"] == 50.0
+
+
+def test_seed_study_summary_by_hand():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "seed_study.py")
+    spec = importlib.util.spec_from_file_location("seed_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def row(v02, v05, v075):
+        return {"video_mAP@0.2": v02, "video_mAP@0.5": v05, "video_mAP@0.75": v075}
+
+    per_seed = {
+        1: {"PCSC": row(60, 10, 0), "PCSC + TR": row(70, 40, 2),
+            "PCSC + TR (ends)": row(70, 40, 2), "PCSC + TR (split)": row(68, 38, 2)},
+        2: {"PCSC": row(62, 14, 0), "PCSC + TR": row(66, 50, 4),
+            "PCSC + TR (ends)": row(66, 50, 4), "PCSC + TR (split)": row(66, 44, 0)},
+    }
+    summary = study.summarize(per_seed)
+    assert summary["TR gain"]["video_mAP@0.5"] == {1: 30, 2: 36}
+    assert summary["TR gain"]["video_mAP@0.2"] == {1: 10, 2: 4}
+    assert summary["PCSC + TR (split)"]["video_mAP@0.5"]["mean"] == 41
+    # Sample standard deviation of 40 and 50: sqrt(50).
+    assert abs(summary["PCSC + TR"]["video_mAP@0.5"]["std"] - 50 ** 0.5) < 1e-9

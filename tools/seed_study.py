@@ -22,6 +22,7 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("pcsc_d2.seed_study")
 MODELS = ("PCSC", "PCSC + TR")
+RULES = ("ends", "split")  # TUBES.REFINE.MODE
 
 
 def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[str]) -> Dict:
@@ -32,14 +33,22 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
     logger.info("$ %s", " ".join(cmd))
     subprocess.run(cmd, cwd=ROOT, check=True)
     with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+        results = json.load(f)
+    # Both trimming rules of TR, from the same evaluation (TUBES.REFINE.MODE picks the default).
+    from pcsc_d2.evaluation.results import REPORT_METRICS, find_metrics, metrics_row
+
+    metrics = find_metrics(os.path.join(out, "eval"))
+    for rule in RULES:
+        results[f"PCSC + TR ({rule})"] = metrics_row(metrics, tr=rule, keys=REPORT_METRICS)
+    return results
 
 
 def summarize(per_seed: Dict[int, Dict]) -> Dict:
     """Statistics over seeds of every figure of PCSC and PCSC + TR, and TR's effect."""
     from pcsc_d2.evaluation.results import seed_statistics
 
-    summary = {m: seed_statistics([r[m] for r in per_seed.values()]) for m in MODELS}
+    rules = [f"PCSC + TR ({rule})" for rule in RULES]
+    summary = {m: seed_statistics([r[m] for r in per_seed.values()]) for m in (*MODELS, *rules)}
     summary["TR gain"] = {
         k: {s: r["PCSC + TR"][k] - r["PCSC"][k] for s, r in per_seed.items()}
         for k in ("video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75")
@@ -64,6 +73,11 @@ def report(per_seed: Dict[int, Dict], summary: Dict) -> str:
         markdown_table_with_spread([(m, summary[m]) for m in MODELS], REPORT_METRICS), "",
         "TR's effect per seed (PCSC + TR minus PCSC, points): " + "; ".join(
             f"{k} " + ", ".join(f"{gains[k][s]:+.1f}" for s in seeds) for k in gains
+        ),
+        "", "The two trimming rules of TR (TUBES.REFINE.MODE), same evaluations, mean ± std:", "",
+        markdown_table_with_spread(
+            [(m, summary[m]) for m in ("PCSC", *(f"PCSC + TR ({r})" for r in RULES))],
+            REPORT_METRICS,
         ),
     ]
     return "\n".join(lines) + "\n"

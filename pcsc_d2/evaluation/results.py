@@ -57,14 +57,15 @@ def find_metrics(folder: str) -> Dict:
 
 
 def metrics_row(
-    metrics: Dict, tr: bool = False, keys: Sequence[str] = tuple(MAIN_METRICS)
+    metrics: Dict, tr: Union[bool, str] = False, keys: Sequence[str] = tuple(MAIN_METRICS)
 ) -> Dict[str, float]:
     """The main figures of a metrics dict, without temporal refinement or (``tr``) with it.
 
-    Video metrics of an evaluation with actionness carry "/noTR" and "/TR" suffixes; frame
-    metrics are the same either way (TR only changes tubes).
+    Video metrics of an evaluation with actionness carry "/noTR" and "/TR" suffixes (and
+    "/TR-ends", "/TR-split" for each trimming rule; ``tr="ends"`` or ``"split"`` picks one);
+    frame metrics are the same either way (TR only changes tubes).
     """
-    suffix = "/TR" if tr else "/noTR"
+    suffix = f"/TR-{tr}" if isinstance(tr, str) else "/TR" if tr else "/noTR"
     row = {}
     for k in keys:
         value = metrics.get(k + suffix, metrics.get(k)) if k.startswith("video") else metrics.get(k)
