@@ -4,7 +4,7 @@
 # and for the supported range of numpy/OpenCV (setup.py's lower bounds up to the newest releases):
 #   make test-pins      the suite in two more venvs: the oldest checked set (numpy 1.26.4,
 #                       opencv-contrib-python-headless 4.11.0.86) and the newest releases
-#   make test-old-pins  the oldest checked set on all but the training tests (run by CI)
+#   make test-old-pins  the oldest checked set on all but the training tests
 PYTHON ?= python3
 VENV ?= .venv
 # current: the newest numpy/OpenCV that setup.py admits; old: the oldest checked set.
@@ -22,13 +22,13 @@ run: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# About 2 x (3 min setup + 4 min tests) on 2 cores, and 2 x 6 GB of venvs (torch's CUDA build).
+# About 2 x (2 min setup + 6 min tests) on 2 cores, and 2 x 6 GB of venvs (torch's CUDA build).
 test-pins:
 	$(MAKE) test VENV=.venv-pins-old PINS=old
 	$(MAKE) test VENV=.venv-pins-current PINS=current
 
-# What CI adds to `make test` (a fresh clone's .venv has the newest releases): the oldest checked
-# numpy/OpenCV on the tests that use them, i.e. all but the model-training runs (CI time limit).
+# The oldest checked numpy/OpenCV on the tests that use them, i.e. all but the model-training
+# runs (about 6 minutes with its setup); `make test` has the newest releases.
 PINS_SKIP := test_modeling.py test_model_cooperation.py test_train_net.py test_engine_inference.py
 test-old-pins:
 	$(MAKE) setup VENV=.venv-pins-old PINS=old
