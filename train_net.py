@@ -12,7 +12,6 @@ two-stream clip mapper and the video-level evaluator into Detectron2's DefaultTr
 import logging
 import os
 
-import detectron2.utils.comm as comm
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 
 import pcsc_d2  # noqa: F401  (registers the PCSC modules and datasets)

@@ -1,5 +1,4 @@
 """The two-stream clip mapper: shapes, resize, flip of pixels, boxes and x-flow."""
-import os
 
 import cv2
 import numpy as np

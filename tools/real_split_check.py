@@ -24,10 +24,9 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List
+from typing import Dict
 
 import cv2
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "real", "ucf24_sample_cpu.yaml")

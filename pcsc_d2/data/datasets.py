@@ -273,7 +273,7 @@ def class_flip_pairs(gt: Dict, path: str = "<GT>") -> List[Tuple[str, str]]:
     """
     raw = gt.get(FLIP_PAIRS_KEY) or []
     labels = list(gt["labels"])
-    usage = f'expected a list of [class, class] pairs, e.g. [["MoveRight", "MoveLeft"]]'
+    usage = 'expected a list of [class, class] pairs, e.g. [["MoveRight", "MoveLeft"]]'
     if not isinstance(raw, (list, tuple)):
         raise InputError(f"{path}: {FLIP_PAIRS_KEY!r}: {usage}, got {type(raw).__name__}")
     pairs, seen = [], set()

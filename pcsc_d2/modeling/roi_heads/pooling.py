@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
 from detectron2.layers import ROIAlign, nonzero_tuple
 from detectron2.modeling.poolers import (
