@@ -22,6 +22,7 @@ Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its
     python benchmarks/model_speed.py --device cuda --batch 8           # GPU, bf16 autocast
     python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \\
         --width 160 --batch 2 --stages 4                  # seconds per iteration of make run
+    python benchmarks/model_speed.py --stages 4 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
 """
 import argparse
 import multiprocessing as mp
@@ -63,6 +64,7 @@ def _build(args, num_stages: int, tree: str):
     cfg.MODEL.DEVICE = args.device
     if args.coop_all:
         cfg.MODEL.PCSC.COOP_SCORE_THRESH = -1.0
+    cfg.merge_from_list(list(args.opts))
     torch.manual_seed(0)
     model = build_model(cfg)
     if args.weights:
@@ -301,8 +303,13 @@ def main(argv=None) -> None:
     parser.add_argument("--no-flops", action="store_true", help="skip the multiply-add count")
     parser.add_argument("--kernels", action="store_true", help="profile the kernels")
     parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="KEY VALUE config overrides, applied to every code measured")
     args = parser.parse_args(argv)
 
+    # The measuring processes (spawned) inherit this: torch's and fvcore's deprecation notices
+    # would otherwise bury the figures.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::UserWarning")
     ctx = mp.get_context("spawn")
     cuda = args.device.startswith("cuda")
     precision = "bf16 autocast" if cuda and not args.fp32 else "fp32"

@@ -72,6 +72,14 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PCSC.PASS_GT_PROPOSALS = False
     # IoU above which a proposal is foreground in every stage (the paper: 0.5).
     cfg.MODEL.PCSC.STAGE_IOU_THRESH = 0.5
+    # Per-stage foreground IoU, T + 1 values for stages t = 0..T (not in the paper); empty: every
+    # stage uses STAGE_IOU_THRESH. Rising values (as Cascade R-CNN's 0.5, 0.6, 0.7) train the
+    # later stages, which receive near-object boxes, to tighten them and to score loose ones low.
+    cfg.MODEL.PCSC.STAGE_IOU_THRESHS = []
+    # Per-stage box-delta weights (wx, wy, ww, wh), T + 1 tuples for stages t = 0..T; empty: every
+    # stage uses ROI_BOX_HEAD.BBOX_REG_WEIGHTS. Later stages regress smaller deltas, which larger
+    # weights scale up (Cascade R-CNN: (10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)).
+    cfg.MODEL.PCSC.STAGE_BBOX_REG_WEIGHTS = []
     # Stages used at test time: union of stages 0..t of both streams; -1 = NUM_STAGES.
     cfg.MODEL.PCSC.TEST_STAGES = -1
     # Box voting over that union (not in the paper): > 0 replaces each detection kept by the

@@ -16,6 +16,7 @@ from pcsc_d2.engine import build_pcsc_test_loader, get_pcsc_cfg
 from pcsc_d2.engine.actionness import (
     _sample_file,
     extract_actionness_samples,
+    load_actionness_samples,
     split_videos,
     train_actionness,
 )
@@ -114,6 +115,13 @@ def test_train_actionness_writes_a_checkpoint_with_a_trained_head(setup, tmp_pat
             if k.startswith("actionness_head.")}
     assert head.keys() == before.keys()
     assert any(not torch.equal(head[k], before[k]) for k in before)
+    # A classifier is marked trained when its class had an action box among TR's training
+    # samples (the validation videos excluded).
+    train_videos, _ = split_videos(get_split_annotations(DATASET)["videos"],
+                                   cfg.TUBES.REFINE.VAL_FRACTION, max(cfg.SEED, 0))
+    train = load_actionness_samples(str(tmp_path / "actionness_samples"), train_videos)
+    positive = set(train["classes"][train["labels"] > 0].tolist())
+    assert head["class_trained"].tolist() == [c in positive for c in range(len(before["bias"]))]
 
     # Whatever the global RNG did in between, the same command trains the same head.
     torch.manual_seed(123)

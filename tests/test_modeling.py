@@ -184,10 +184,30 @@ def test_actionness_head_is_frozen_and_its_trained_flag_travels_in_checkpoints(t
     DetectionCheckpointer(fresh).load(str(tmp_path / "tr.pth"))
     assert bool(fresh.actionness_head.trained)
     # A checkpoint written before the flag existed held the head only once TR had trained it.
-    state = {k: v for k, v in model.state_dict().items() if k != "actionness_head.trained"}
+    state = {k: v for k, v in model.state_dict().items()
+             if k not in ("actionness_head.trained", "actionness_head.class_trained")}
     old = _model(cfg)
+    old.actionness_head.class_trained.fill_(False)
     old.load_state_dict(state)
     assert bool(old.actionness_head.trained)
+    assert bool(old.actionness_head.class_trained.all())  # nor the per-class flags: all trusted
+
+
+def test_untrained_classifiers_leave_their_boxes_as_action():
+    cfg = _cfg()
+    cfg.TUBES.REFINE.ENABLED = True
+    head = _model(cfg).actionness_head
+    with torch.no_grad():
+        head.bias.copy_(torch.linspace(-3, 3, head.num_classes))
+    features = torch.randn(head.num_classes, head.weight.shape[1] if head.hidden_dim == 0
+                           else head.hidden_weight.shape[0])
+    classes = torch.arange(head.num_classes)
+    expected = torch.sigmoid(head(features, classes))
+    torch.testing.assert_close(head.actionness(features, classes), expected)
+    head.class_trained[1::2] = False  # classes 1, 3, ... never saw their action in training
+    got = head.actionness(features, classes)
+    torch.testing.assert_close(got[0::2], expected[0::2])
+    assert got[1::2].tolist() == [1.0] * len(got[1::2])
 
 
 @pytest.mark.parametrize("num_stages,stream,other", [(4, "flow", "rgb"), (3, "rgb", "flow")])

@@ -183,6 +183,14 @@ def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
     )
     head.requires_grad_(False)
     head.trained.fill_(True)
+    positives = np.bincount(train["classes"][train["labels"] > 0], minlength=head.num_classes)
+    head.class_trained.copy_(torch.from_numpy(positives[: head.num_classes] > 0))
+    untrained = [i for i in range(head.num_classes) if positives[i] == 0]
+    if untrained:
+        logger.info(
+            "TR: %d of %d classes had no action box in training (classes %s): their tubes are "
+            "left as linked", len(untrained), head.num_classes, untrained,
+        )
     history.update(train_videos=len(train_videos), val_videos=len(val_videos))
     atomic_save_json(history, os.path.join(output_dir, "actionness_history.json"), indent=1)
     PCSCCheckpointer(model, output_dir).save("model_tr")

@@ -56,6 +56,10 @@ class PCSCActionnessHead(nn.Module):
         # Saved with the weights: whether TR's training has set them (a detector checkpoint
         # carries an untrained head, which must not refine anything).
         self.register_buffer("trained", torch.zeros((), dtype=torch.bool))
+        # Which classifiers saw at least one box of their action in TR's training (set by
+        # pcsc_d2.engine.train_actionness); the others cannot tell action from non-action, and
+        # :meth:`actionness` leaves their tubes as linked. Checkpoints without it trust all.
+        self.register_buffer("class_trained", torch.ones(num_classes, dtype=torch.bool))
         self.reset_parameters()
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
@@ -73,6 +77,9 @@ class PCSCActionnessHead(nn.Module):
         # Checkpoints written before the flag existed carried the head only once TR trained it.
         if prefix + "weight" in state_dict and prefix + "trained" not in state_dict:
             state_dict[prefix + "trained"] = torch.ones((), dtype=torch.bool)
+        # ... and, before the per-class flags existed, trusted every classifier.
+        if prefix + "weight" in state_dict and prefix + "class_trained" not in state_dict:
+            state_dict[prefix + "class_trained"] = torch.ones(self.num_classes, dtype=torch.bool)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
@@ -82,6 +89,22 @@ class PCSCActionnessHead(nn.Module):
             "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "hidden_dim": cfg.MODEL.PCSC.ACTIONNESS.HIDDEN_DIM,
         }
+
+    def actionness(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The probability that each detection shows its class's action, for TR.
+
+        A class whose classifier never saw its action in training (``class_trained`` False)
+        gets 1 for every box: with no evidence either way TR keeps such a tube as linked,
+        rather than trimming it by an untrained classifier's noise.
+
+        Args:
+            features, classes: as for :meth:`forward`.
+
+        Returns:
+            (N,) float32 in [0, 1].
+        """
+        probs = torch.sigmoid(self(features, classes).float())
+        return torch.where(self.class_trained[classes.long()], probs, torch.ones_like(probs))
 
     def forward(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """

@@ -248,8 +248,9 @@ class PCSCTwoStreamRCNN(nn.Module):
         if not instances.has("features"):
             return instances
         if self._scores_actionness():
-            logits = self.actionness_head(instances.features, instances.pred_classes)
-            instances.actionness = torch.sigmoid(logits.float())
+            instances.actionness = self.actionness_head.actionness(
+                instances.features, instances.pred_classes
+            )
         if not self.output_features:
             instances.remove("features")
         return instances

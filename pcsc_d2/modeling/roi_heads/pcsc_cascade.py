@@ -7,6 +7,7 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import (
@@ -25,6 +26,7 @@ from .cooperation import (
 )
 from .box_voting import vote_boxes
 from .pooling import PCSCROIPooler
+from .stage_sampling import label_and_sample_at_stage, per_stage
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +66,11 @@ class PCSCCascadeROIHeads(ROIHeads):
     streams and T = 0 it is late fusion (the union of both streams' detections, then NMS).
 
     Training, per stage and stream: GT boxes are added to the proposals, which are labelled at
-    MODEL.PCSC.STAGE_IOU_THRESH and sampled as in detectron2 (ROI_HEADS.BATCH_SIZE_PER_IMAGE,
-    POSITIVE_FRACTION); a stage's detections B_t^i are its predictions on those sampled
-    proposals, detached (as Cascade R-CNN passes boxes on). The added GT keeps every stage
-    supplied with positives while the confidence filter of proposal cooperation still removes
-    most boxes early in training. Losses of all stages are summed unscaled (the paper's total).
+    the stage's foreground IoU (MODEL.PCSC.STAGE_IOU_THRESH, or STAGE_IOU_THRESHS per stage) and
+    sampled as in detectron2 (ROI_HEADS.BATCH_SIZE_PER_IMAGE, POSITIVE_FRACTION); a stage's
+    detections B_t^i are its predictions on those sampled proposals, detached (as Cascade R-CNN
+    passes boxes on). The added GT keeps every stage supplied with positives while the
+    confidence filter of proposal cooperation still removes most boxes early in training. Losses of all stages are summed unscaled (the paper's total).
     """
 
     @configurable
@@ -93,6 +95,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         test_topk_per_image: int = 100,
         test_box_voting: float = 0.0,
         pass_gt_proposals: bool = False,
+        stage_matchers: Optional[Sequence[Matcher]] = None,
         **kwargs,
     ):
         """
@@ -114,6 +117,8 @@ class PCSCCascadeROIHeads(ROIHeads):
                 boxes of its class overlapping it by at least this IoU (:func:`vote_boxes`).
             pass_gt_proposals: in training, also pass the predictions on the added GT boxes to
                 the next stages (see :meth:`_detections`).
+            stage_matchers: T + 1 matchers labelling the proposals of stages 0..T in training;
+                None: ``proposal_matcher`` for every stage.
             kwargs: for :class:`ROIHeads` (num_classes, sampling, matcher, proposal_append_gt).
         """
         super().__init__(**kwargs)
@@ -141,6 +146,14 @@ class PCSCCascadeROIHeads(ROIHeads):
         self.test_topk_per_image = test_topk_per_image
         self.test_box_voting = test_box_voting
         self.pass_gt_proposals = pass_gt_proposals
+        if stage_matchers is not None and len(stage_matchers) != num_stages + 1:
+            raise ValueError(
+                f"{len(stage_matchers)} stage matchers for stages 0..{num_stages}: "
+                "give one per stage"
+            )
+        self.stage_matchers = (
+            list(stage_matchers) if stage_matchers else [self.proposal_matcher] * (num_stages + 1)
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -151,11 +164,16 @@ class PCSCCascadeROIHeads(ROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg)
-        # Every stage labels its proposals with the same IoU (the paper: > 0.5 is foreground).
-        ret["proposal_matcher"] = Matcher(
-            [cfg.MODEL.PCSC.STAGE_IOU_THRESH], [0, 1], allow_low_quality_matches=False
-        )
         pcsc = cfg.MODEL.PCSC
+        # The paper labels every stage's proposals at one IoU (> 0.5 is foreground);
+        # STAGE_IOU_THRESHS gives each stage its own.
+        ret["proposal_matcher"] = Matcher(
+            [pcsc.STAGE_IOU_THRESH], [0, 1], allow_low_quality_matches=False
+        )
+        ret["stage_matchers"] = [
+            Matcher([iou], [0, 1], allow_low_quality_matches=False)
+            for iou in per_stage(pcsc.STAGE_IOU_THRESHS, pcsc.NUM_STAGES, "STAGE_IOU_THRESHS")
+        ] or None
         ret.update(cls._init_box_heads(cfg, input_shape))
         ret.update(
             {
@@ -194,11 +212,18 @@ class PCSCCascadeROIHeads(ROIHeads):
         streams = [s for s in STREAMS if s in cfg.MODEL.PCSC.STREAMS]
         heads = [(s, 0) for s in streams]
         heads += [(st.stream, st.stage) for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES)]
+        reg_weights = per_stage(
+            cfg.MODEL.PCSC.STAGE_BBOX_REG_WEIGHTS, cfg.MODEL.PCSC.NUM_STAGES,
+            "STAGE_BBOX_REG_WEIGHTS",
+        ) or [cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS] * (cfg.MODEL.PCSC.NUM_STAGES + 1)
         box_heads, box_predictors = {}, {}
         for stream, stage in heads:
             head = build_box_head(cfg, pooled_shape)
             box_heads[_key(stream, stage)] = head
-            box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(cfg, head.output_shape)
+            box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(
+                cfg, head.output_shape,
+                box2box_transform=Box2BoxTransform(weights=tuple(reg_weights[stage])),
+            )
         feature_messages = {}
         if cfg.MODEL.PCSC.FEATURE_COOPERATION:
             for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES):
@@ -315,7 +340,9 @@ class PCSCCascadeROIHeads(ROIHeads):
         key = _key(stream, stage)
         if self.training:
             with get_event_storage().name_scope(key):
-                proposals = self.label_and_sample_proposals(proposals, targets)
+                proposals = label_and_sample_at_stage(
+                    self, proposals, targets, self.stage_matchers[stage]
+                )
         boxes = [p.proposal_boxes for p in proposals]
         # Every stage's head sends gradient into the same FPN maps; as in Cascade R-CNN, scale
         # it by 1 / (number of stages) so the shared features do not get T + 1 times the step.
