@@ -23,6 +23,8 @@ Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its
     python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \\
         --width 160 --batch 2 --stages 4                  # seconds per iteration of make run
     python benchmarks/model_speed.py --stages 4 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
+    python benchmarks/model_speed.py --stages 4 --compare b8965f0 --compare-opts \\
+        MODEL.RPN.POST_NMS_TOPK_TEST 1000 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
 """
 import argparse
 import multiprocessing as mp
@@ -64,7 +66,10 @@ def _build(args, num_stages: int, tree: str):
     cfg.MODEL.DEVICE = args.device
     if args.coop_all:
         cfg.MODEL.PCSC.COOP_SCORE_THRESH = -1.0
-    cfg.merge_from_list(list(args.opts))
+    # The compared revision may run another configuration (e.g. its old default beside a new
+    # setting of the working tree): --compare-opts.
+    compared = tree != ROOT and args.compare_opts is not None
+    cfg.merge_from_list(list(args.compare_opts if compared else args.opts))
     torch.manual_seed(0)
     model = build_model(cfg)
     if args.weights:
@@ -303,8 +308,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-flops", action="store_true", help="skip the multiply-add count")
     parser.add_argument("--kernels", action="store_true", help="profile the kernels")
     parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--compare-opts", nargs="+", metavar="KEY VALUE",
+                        help="overrides for the --compare revision instead of --opts")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="KEY VALUE config overrides, applied to every code measured")
+                        help="KEY VALUE config overrides (for every code measured, unless "
+                        "--compare-opts gives the compared revision its own)")
     args = parser.parse_args(argv)
 
     # The measuring processes (spawned) inherit this: torch's and fvcore's deprecation notices

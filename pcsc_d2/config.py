@@ -86,6 +86,10 @@ def _add_model_config(cfg: CN) -> None:
     # final NMS with the score-weighted mean of all stages' boxes of its class overlapping it
     # by at least this IoU; 0 keeps NMS's boxes.
     cfg.MODEL.PCSC.TEST_BOX_VOTING = 0.0
+    # What a box's vote weighs: "class", its score for the kept detection's class; "foreground",
+    # 1 - its background probability, so that a stage that localises well but classifies
+    # poorly (RGB stage 0 on motion classes) still places the box.
+    cfg.MODEL.PCSC.TEST_BOX_VOTING_WEIGHT = "class"
     # Put each detection's cooperated RoI feature (the last stage's F^i + g_T(F^j) at its box,
     # whatever stage found it) in Instances.features at inference (TR's training samples).
     cfg.MODEL.PCSC.OUTPUT_FEATURES = False

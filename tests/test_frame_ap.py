@@ -8,6 +8,7 @@ from pcsc_d2.evaluation import (
     classify_false_positives,
     frame_ap,
     frame_mabo,
+    frame_top_box_iou,
 )
 from pcsc_d2.evaluation.error_analysis import frame_ap_errors
 
@@ -141,3 +142,21 @@ def test_reindex_drops_videos_outside_the_split():
     d = dets.reindex(gt.videos)
     assert len(d) == 1 and d.video.tolist() == [0]
     assert 100 * frame_ap(gt, d)["ap"][0] == pytest.approx(100.0)
+
+
+def test_top_box_iou_follows_the_scores_not_the_best_fit():
+    half = [5.0, 0.0, 14.0, 9.0]  # shifted by half the width: IoU 50 / 150 = 1/3
+    gt = _gt({"v0": {0: [(1, BOX), (2, BOX), (3, BOX)]}, "v1": {1: [(1, BOX)]}})
+    dets = _dets(gt, [
+        # frame 1: the exact box scores lower than the shifted one; the top box gives 1/3.
+        (0, 1, 0, 0.9, half), (0, 1, 0, 0.5, BOX),
+        # frame 2: a higher-scoring box of another class and one far away do not count.
+        (0, 2, 1, 0.99, half), (0, 2, 0, 0.8, FAR), (0, 2, 0, 0.3, BOX),
+        # frame 3: only a far box: 0. v1's class-1 box: exact.
+        (0, 3, 0, 0.9, FAR), (1, 1, 1, 0.2, BOX),
+    ])
+    r = frame_top_box_iou(gt, dets)
+    np.testing.assert_allclose(r["per_class"], [(1 / 3 + 1 + 0) / 3, 1.0])
+    assert r["top_box_iou"] == pytest.approx(((1 / 3 + 1) / 3 + 1) / 2)
+    # MABO, by contrast, finds the exact boxes of frames 1 and 2.
+    assert frame_mabo(gt, dets)["per_class"][0] == pytest.approx(2 / 3)

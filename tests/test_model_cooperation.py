@@ -141,6 +141,26 @@ def test_box_voting_weights_overlapping_boxes_of_the_class_by_score():
     assert torch.allclose(vote_boxes(kept, classes, specific, scores[:, :2], 0.7)[0], out[0])
 
 
+def test_box_voting_by_foreground_weighs_every_box_by_one_minus_background():
+    from pcsc_d2.modeling.roi_heads.box_voting import vote_boxes, voting_weights
+
+    scores = torch.tensor([[0.0, 0.9, 0.1], [0.6, 0.2, 0.2], [0.5, 0.0, 0.5]])  # bg last
+    assert torch.equal(voting_weights(scores, "class"), scores[:, :2])
+    torch.testing.assert_close(voting_weights(scores, "foreground"),
+                               torch.tensor([[0.9, 0.9], [0.8, 0.8], [0.5, 0.5]]))
+    with pytest.raises(ValueError, match="voting weight"):
+        voting_weights(scores, "iou")
+    # The second box is sure it is an actor, not of which class: by foreground it pulls the
+    # class-1 box (0.9 * 10 + 0.8 * 12) / 1.7, by class score only (0.9 * 10 + 0.2 * 12) / 1.1.
+    kept, classes = torch.tensor([[10.0, 10.0, 30.0, 50.0]]), torch.tensor([1])
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 50.0], [12.0, 10.0, 32.0, 50.0],
+                          [60.0, 60.0, 80.0, 90.0]])
+    fg = vote_boxes(kept, classes, boxes, voting_weights(scores, "foreground"), 0.7)
+    by_class = vote_boxes(kept, classes, boxes, voting_weights(scores, "class"), 0.7)
+    torch.testing.assert_close(fg[0, 0], torch.tensor(18.6 / 1.7))
+    torch.testing.assert_close(by_class[0, 0], torch.tensor(11.4 / 1.1))
+
+
 @pytest.mark.parametrize("pass_gt", [False, True])
 def test_predictions_on_added_gt_boxes_stay_out_of_the_next_stage(pass_gt):
     """In training, sampling adds the GT boxes to a stage's proposals; what the stage predicts

@@ -25,7 +25,7 @@ from pcsc_d2.utils.io import atomic_save_json
 
 from .ap import check_convention
 from .error_analysis import frame_ap_errors
-from .frame_ap import FrameDetections, GroundTruth, frame_ap, frame_mabo
+from .frame_ap import FrameDetections, GroundTruth, frame_ap, frame_mabo, frame_top_box_iou
 from .plots import plot_pr_curves
 from .video_ap import VIDEO_IOUS_5095, video_ap
 
@@ -68,10 +68,10 @@ def compute_metrics(
         frame_iou: IoU threshold of frame-AP.
         video_ious: tube-IoU thresholds reported on their own (0.5:0.95 is always added).
         tube_nms: per-video tube NMS threshold.
-        errors: also run the frame-AP error analysis and MABO.
+        errors: also run the frame-AP error analysis, MABO and the top-box IoU.
 
     Returns:
-        (metrics, details). ``metrics`` is flat JSON-able: "frame_mAP@0.5", "MABO",
+        (metrics, details). ``metrics`` is flat JSON-able: "frame_mAP@0.5", "MABO", "top_box_IoU",
         "frame_error_gain/<type>", "video_mAP@<t>", "video_mAP@0.5:0.95", per-class
         "frame_AP@0.5-<class>" / "video_AP@<t>-<class>" and "ap_convention". ``details`` keeps
         the PR curves and per-class arrays for figures and tables.
@@ -90,6 +90,7 @@ def compute_metrics(
         details["aps"][name] = fr["ap"]
         if errors:
             metrics["MABO"] = _pct(frame_mabo(gt, dets)["mabo"])
+            metrics["top_box_IoU"] = _pct(frame_top_box_iou(gt, dets)["top_box_iou"])
             err = frame_ap_errors(gt, dets, fr)
             for t, v in err["gain"].items():
                 metrics[f"frame_error_gain/{t}"] = v

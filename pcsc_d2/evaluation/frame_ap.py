@@ -14,7 +14,7 @@ from pcsc_d2.tubes.linking import paired_box_iou
 
 from .ap import average_precision, check_convention, expand_pairs, greedy_match
 
-__all__ = ["GroundTruth", "FrameDetections", "frame_ap", "frame_mabo"]
+__all__ = ["GroundTruth", "FrameDetections", "frame_ap", "frame_mabo", "frame_top_box_iou"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +234,45 @@ def frame_mabo(gt: GroundTruth, dets: FrameDetections) -> Dict[str, Any]:
         per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     mabo = float(np.nanmean(per_class)) if (counts > 0).any() else float("nan")
     return {"mabo": mabo, "per_class": per_class}
+
+
+def frame_top_box_iou(
+    gt: GroundTruth, dets: FrameDetections, min_iou: float = 0.1
+) -> Dict[str, Any]:
+    """How well the box that scores highest fits: for every GT box, the IoU of the
+    highest-scoring detection of its class in its frame among those overlapping it by at least
+    ``min_iou`` (online linking's gate: the box a tube through this GT box would follow); 0 when
+    there is none. Averaged like MABO (per class, then over the classes with GT).
+
+    MABO asks whether some detection fits; this asks whether the one the scores pick does. The
+    gap between the two is the box quality that the scores give away.
+
+    Args:
+        gt: the split's ground truth.
+        dets: detections whose ``videos`` equal ``gt.videos``.
+        min_iou: the overlap below which a detection is another object's.
+
+    Returns:
+        {"top_box_iou": float in [0, 1], "per_class": (C,) (NaN for classes without GT)}.
+    """
+    if dets.videos != gt.videos:
+        raise ValueError("FrameDetections.videos must equal GroundTruth.videos (use reindex)")
+    nv = max(len(gt.videos), 1)
+    pg, pd = expand_pairs(_keys(gt.box_label, gt.box_video, gt.box_frame, nv),
+                          _keys(dets.label, dets.video, dets.frame, nv))
+    iou = paired_box_iou(gt.boxes[pg], dets.boxes[pd]) if len(pg) else np.zeros(0)
+    near = iou >= min_iou
+    pg, pd, iou = pg[near], pd[near], iou[near]
+    top = np.zeros(len(gt.box_frame))
+    if len(pg):
+        # Per GT box, its pairs by falling score: the first is the top-scoring detection.
+        order = np.lexsort((-dets.score[pd], pg))
+        pg, iou = pg[order], iou[order]
+        first = np.r_[True, pg[1:] != pg[:-1]]
+        top[pg[first]] = iou[first]
+    counts = np.bincount(gt.box_label, minlength=gt.num_classes)
+    sums = np.bincount(gt.box_label, weights=top, minlength=gt.num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    mean = float(np.nanmean(per_class)) if (counts > 0).any() else float("nan")
+    return {"top_box_iou": mean, "per_class": per_class}

@@ -25,8 +25,9 @@ MAIN_METRICS = [
     "video_mAP@0.75",
     "video_mAP@0.5:0.95",
 ]
-# ... and with the box quality of the final detections (MABO, percent).
-REPORT_METRICS = MAIN_METRICS + ["MABO"]
+# ... and with the box quality of the final detections (percent): MABO (does some detection
+# fit each GT box?) and top_box_IoU (does the top-scoring one of its class, which linking follows?).
+REPORT_METRICS = MAIN_METRICS + ["MABO", "top_box_IoU"]
 
 
 def find_results_dir(folder: str) -> str:

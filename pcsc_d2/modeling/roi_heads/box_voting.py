@@ -10,7 +10,10 @@ counts in proportion to its confidence.
 """
 import torch
 
-__all__ = ["vote_boxes"]
+__all__ = ["VOTING_WEIGHTS", "vote_boxes", "voting_weights"]
+
+# MODEL.PCSC.TEST_BOX_VOTING_WEIGHT's values (see :func:`voting_weights`).
+VOTING_WEIGHTS = ("class", "foreground")
 
 
 def vote_boxes(
@@ -57,3 +60,22 @@ def _paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(dim=-1)
     area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(dim=-1)
     return inter / (area_a + area_b - inter).clamp(min=1e-12)
+
+
+def voting_weights(scores: torch.Tensor, weight: str = "class") -> torch.Tensor:
+    """What each candidate's vote weighs, per class.
+
+    Args:
+        scores: (R, C + 1) class probabilities of the candidates, background last.
+        weight: "class": a candidate's probability of the kept box's class; "foreground":
+            1 - its background probability for every class (a stage that finds the actor but
+            cannot tell its action still places the box).
+
+    Returns:
+        (R, C) weights for :func:`vote_boxes`.
+    """
+    if weight == "class":
+        return scores[:, :-1]
+    if weight == "foreground":
+        return (1 - scores[:, -1:]).expand(-1, scores.shape[1] - 1)
+    raise ValueError(f"voting weight must be one of {VOTING_WEIGHTS}, got {weight!r}")

@@ -24,7 +24,7 @@ from .cooperation import (
     cooperate_proposals,
     cooperation_schedule,
 )
-from .box_voting import vote_boxes
+from .box_voting import VOTING_WEIGHTS, vote_boxes, voting_weights
 from .pooling import PCSCROIPooler
 from .stage_sampling import label_and_sample_at_stage, per_stage
 
@@ -94,6 +94,7 @@ class PCSCCascadeROIHeads(ROIHeads):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
         test_box_voting: float = 0.0,
+        test_box_voting_weight: str = "class",
         pass_gt_proposals: bool = False,
         stage_matchers: Optional[Sequence[Matcher]] = None,
         **kwargs,
@@ -115,6 +116,8 @@ class PCSCCascadeROIHeads(ROIHeads):
             test_score_thresh, test_nms_thresh, test_topk_per_image: final per-class NMS.
             test_box_voting: > 0: each final box becomes the score-weighted mean of the union's
                 boxes of its class overlapping it by at least this IoU (:func:`vote_boxes`).
+            test_box_voting_weight: a voter's weight: "class" (its score for the kept box's
+                class) or "foreground" (1 - its background probability, whatever the class).
             pass_gt_proposals: in training, also pass the predictions on the added GT boxes to
                 the next stages (see :meth:`_detections`).
             stage_matchers: T + 1 matchers labelling the proposals of stages 0..T in training;
@@ -145,6 +148,10 @@ class PCSCCascadeROIHeads(ROIHeads):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         self.test_box_voting = test_box_voting
+        if test_box_voting_weight not in VOTING_WEIGHTS:
+            raise ValueError(f"MODEL.PCSC.TEST_BOX_VOTING_WEIGHT must be one of {VOTING_WEIGHTS}, "
+                             f"got {test_box_voting_weight!r}")
+        self.test_box_voting_weight = test_box_voting_weight
         self.pass_gt_proposals = pass_gt_proposals
         if stage_matchers is not None and len(stage_matchers) != num_stages + 1:
             raise ValueError(
@@ -189,6 +196,7 @@ class PCSCCascadeROIHeads(ROIHeads):
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
                 "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
                 "test_box_voting": pcsc.TEST_BOX_VOTING,
+                "test_box_voting_weight": pcsc.TEST_BOX_VOTING_WEIGHT,
                 "pass_gt_proposals": pcsc.PASS_GT_PROPOSALS,
             }
         )
@@ -507,8 +515,8 @@ class PCSCCascadeROIHeads(ROIHeads):
                 clipped = Boxes(boxes.reshape(-1, 4))
                 clipped.clip(image_size)
                 result.pred_boxes = Boxes(vote_boxes(
-                    result.pred_boxes.tensor, result.pred_classes,
-                    clipped.tensor.view(boxes.shape), scores[:, :-1], self.test_box_voting,
+                    result.pred_boxes.tensor, result.pred_classes, clipped.tensor.view(boxes.shape),
+                    voting_weights(scores, self.test_box_voting_weight), self.test_box_voting,
                     self.test_score_thresh,
                 ))
             results.append(result)
