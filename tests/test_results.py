@@ -3,7 +3,13 @@ import math
 
 import pytest
 
-from pcsc_d2.evaluation.results import MAIN_METRICS, check_paper_claims, markdown_table, metrics_row
+from pcsc_d2.evaluation.results import (
+    MAIN_METRICS,
+    REPORT_METRICS,
+    check_paper_claims,
+    markdown_table,
+    metrics_row,
+)
 
 
 def _row(frame, video=0.0):
@@ -127,7 +133,9 @@ def test_seed_study_summary_by_hand():
     spec.loader.exec_module(study)
 
     def row(v02, v05, v075):
-        return {"video_mAP@0.2": v02, "video_mAP@0.5": v05, "video_mAP@0.75": v075}
+        full = dict.fromkeys(REPORT_METRICS, 0.0)
+        full.update({"video_mAP@0.2": v02, "video_mAP@0.5": v05, "video_mAP@0.75": v075})
+        return full
 
     per_seed = {
         1: {"PCSC": row(60, 10, 0), "PCSC + TR": row(70, 40, 2),
@@ -141,3 +149,13 @@ def test_seed_study_summary_by_hand():
     assert summary["PCSC + TR (split)"]["video_mAP@0.5"]["mean"] == 41
     # Sample standard deviation of 40 and 50: sqrt(50).
     assert abs(summary["PCSC + TR"]["video_mAP@0.5"]["std"] - 50 ** 0.5) < 1e-9
+    assert summary["variant difference"] == {}
+
+    # A test-time variant of the same models: its rows, and its difference per seed.
+    per_seed[1]["PCSC + TR [vote]"] = row(72, 45, 6)
+    per_seed[2]["PCSC + TR [vote]"] = row(66, 48, 4)
+    summary = study.summarize(per_seed)
+    assert summary["PCSC + TR [vote]"]["video_mAP@0.5"]["mean"] == 46.5
+    assert summary["variant difference"]["PCSC + TR [vote]"]["video_mAP@0.5"] == {1: 5, 2: -2}
+    assert summary["variant difference"]["PCSC + TR [vote]"]["video_mAP@0.75"] == {1: 4, 2: 0}
+    assert "video_mAP@0.2 +2.0, +0.0; video_mAP@0.5 +5.0, -2.0" in study.report(per_seed, summary)
