@@ -22,7 +22,7 @@ Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its
     python benchmarks/model_speed.py --device cuda --batch 8           # GPU, bf16 autocast
     python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \\
         --width 160 --batch 2 --stages 4                  # seconds per iteration of make run
-    python benchmarks/model_speed.py --stages 4 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
+    python benchmarks/model_speed.py --stages 4 --opts MODEL.RPN.POST_NMS_TOPK_TEST 1000
     python benchmarks/model_speed.py --stages 4 --compare b8965f0 --compare-opts \\
         MODEL.RPN.POST_NMS_TOPK_TEST 1000 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
 """
