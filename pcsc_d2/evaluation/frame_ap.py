@@ -228,12 +228,21 @@ def frame_mabo(gt: GroundTruth, dets: FrameDetections) -> Dict[str, Any]:
     best = np.zeros(len(gt.box_frame))
     if len(pg):
         np.maximum.at(best, pg, paired_box_iou(gt.boxes[pg], dets.boxes[pd]))
-    counts = np.bincount(gt.box_label, minlength=gt.num_classes)
-    sums = np.bincount(gt.box_label, weights=best, minlength=gt.num_classes)
+    mabo, per_class = _class_mean(best, gt.box_label, gt.num_classes)
+    return {"mabo": mabo, "per_class": per_class}
+
+
+def _class_mean(
+    values: np.ndarray, labels: np.ndarray, num_classes: int
+) -> Tuple[float, np.ndarray]:
+    """(mean over the classes with GT of the per-class mean of ``values`` (G,), per-class
+    means (C,) with NaN for classes without GT)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    sums = np.bincount(labels, weights=values, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    mabo = float(np.nanmean(per_class)) if (counts > 0).any() else float("nan")
-    return {"mabo": mabo, "per_class": per_class}
+    mean = float(np.nanmean(per_class)) if (counts > 0).any() else float("nan")
+    return mean, per_class
 
 
 def frame_top_box_iou(
@@ -270,9 +279,5 @@ def frame_top_box_iou(
         pg, iou = pg[order], iou[order]
         first = np.r_[True, pg[1:] != pg[:-1]]
         top[pg[first]] = iou[first]
-    counts = np.bincount(gt.box_label, minlength=gt.num_classes)
-    sums = np.bincount(gt.box_label, weights=top, minlength=gt.num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    mean = float(np.nanmean(per_class)) if (counts > 0).any() else float("nan")
+    mean, per_class = _class_mean(top, gt.box_label, gt.num_classes)
     return {"top_box_iou": mean, "per_class": per_class}
