@@ -138,7 +138,7 @@ def main() -> None:
         metrics_row,
     )
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
-    from pcsc_d2.utils.jobs import StepRunner
+    from pcsc_d2.utils.jobs import StepRunner, tr_eval_command
 
     py, cfg_file, out = sys.executable, args.config_file, os.path.abspath(args.output)
     datasets = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
@@ -170,9 +170,7 @@ def main() -> None:
         [py, "tools/train_actionness.py", "--config-file", cfg_file, *opts, "OUTPUT_DIR", tr,
          "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))
     step("evaluate", evaluation, lambda: run(
-        [py, "train_net.py", "--config-file", cfg_file, "--eval-only", *opts,
-         "OUTPUT_DIR", evaluation, "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
-         "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True"]))
+        tr_eval_command(py, cfg_file, evaluation, os.path.join(tr, "model_tr.pth"), opts)))
     step("render", os.path.join(out, "tubes.png"), lambda: render_tubes(
         evaluation, synth, os.path.join(out, "tubes.gif"), gt_file=gt_file))
 

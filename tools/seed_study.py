@@ -43,6 +43,7 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
         results = json.load(f)
     # Both trimming rules of TR, from the same evaluation (TUBES.REFINE.MODE picks the default).
     from pcsc_d2.evaluation.results import REPORT_METRICS, find_metrics, has_metrics, metrics_row
+    from pcsc_d2.utils.jobs import run_command, tr_eval_command
 
     metrics = find_metrics(os.path.join(out, "eval"))
     for rule in RULES:
@@ -50,13 +51,9 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
     for name, *test_opts in variants:
         folder = os.path.join(out, f"eval_{name}")
         if not has_metrics(folder):
-            cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
-                   config_file, "--eval-only", *opts, "SEED", str(seed), "OUTPUT_DIR", folder,
-                   "MODEL.WEIGHTS", os.path.join(out, "tr", "model_tr.pth"),
-                   "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True",
-                   *test_opts]
-            logger.info("$ %s", " ".join(cmd))
-            subprocess.run(cmd, cwd=ROOT, check=True)
+            run_command(tr_eval_command(
+                sys.executable, config_file, folder, os.path.join(out, "tr", "model_tr.pth"),
+                [*opts, "SEED", str(seed)], test_opts), cwd=ROOT)
         metrics = find_metrics(folder)
         results[f"PCSC [{name}]"] = metrics_row(metrics, keys=REPORT_METRICS)
         results[f"PCSC + TR [{name}]"] = metrics_row(metrics, tr=True, keys=REPORT_METRICS)
@@ -68,11 +65,11 @@ def summarize(per_seed: Dict[int, Dict]) -> Dict:
     from pcsc_d2.evaluation.results import seed_statistics
 
     rules = [f"PCSC + TR ({rule})" for rule in RULES]
-    variants = [m for m in next(iter(per_seed.values())) if m.endswith("]")]
+    first = next(iter(per_seed.values()))
+    variants = [m for m in first if m.endswith("]")]
     summary = {m: seed_statistics([r[m] for r in per_seed.values()])
                for m in (*MODELS, *rules, *variants)}
     # A variant against the default evaluation of the same models, per seed.
-    first = next(iter(per_seed.values()))
     summary["variant difference"] = {
         m: {k: {s: r[m][k] - r[m.split(" [")[0]][k] for s, r in per_seed.items()}
             for k in first[m]}

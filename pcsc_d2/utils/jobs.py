@@ -6,7 +6,7 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["StepRunner", "run_command"]
+__all__ = ["StepRunner", "run_command", "tr_eval_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +15,18 @@ def run_command(cmd: List[str], cwd: str) -> None:
     """Run a step as a user would, from ``cwd``; fail loudly (CalledProcessError)."""
     logger.info("$ %s", " ".join(cmd))
     subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def tr_eval_command(
+    python: str, config_file: str, output_dir: str, tr_weights: str, opts: List[str] = (),
+    last_opts: List[str] = (),
+) -> List[str]:
+    """``train_net.py --eval-only`` of a detector with its trained TR head (with and without TR
+    in one evaluation), run from the repository root. ``opts`` are KEY VALUE overrides;
+    ``last_opts`` come after the TR switches, so they can override those too."""
+    return [python, "train_net.py", "--config-file", config_file, "--eval-only", *opts,
+            "OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", tr_weights,
+            "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True", *last_opts]
 
 
 class StepRunner:
