@@ -251,11 +251,20 @@ def _kernels(args, num_stages: int, queue) -> None:
         elif any(k in name for k in ("addmm", "::mm", "gemm", "matmul")):
             kinds["gemm"] += getattr(e, attr)
     top = sorted(events, key=lambda e: -getattr(e, attr))[: args.profile_rows]
+    # Host synchronisations: a scalar read back (.item(), a data-dependent shape) and, on a GPU,
+    # a copy from the device to the host; per iteration, to show none happens per box.
+    syncs = {
+        "scalar reads (aten::_local_scalar_dense)": sum(
+            e.count for e in events if e.key == "aten::_local_scalar_dense"),
+    }
+    if cuda:
+        syncs["device-to-host copies"] = sum(e.count for e in events if "DtoH" in e.key)
     queue.put(
         (
             {k: v / 1e6 / args.iters for k, v in kinds.items()},
             total / 1e6 / args.iters,
             [(e.key, getattr(e, attr) / max(total, 1)) for e in top],
+            {k: v / args.iters for k, v in syncs.items()},
         )
     )
 
@@ -382,7 +391,7 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
 
 
 def _kernel_table(ctx, args, num_stages, fp32_peak, by_op) -> None:
-    kinds, total, top = _run(ctx, _kernels, args, num_stages)
+    kinds, total, top, syncs = _run(ctx, _kernels, args, num_stages)
     print(f"\nInference kernels, T={num_stages}: {total:.3f} s per iteration (profiled)")
     for kind, seconds in kinds.items():
         line = f"  {kind:>4}: {seconds:.3f} s ({100 * seconds / total:.0f}%)"
@@ -391,6 +400,8 @@ def _kernel_table(ctx, args, num_stages, fp32_peak, by_op) -> None:
             line += f", {gflops:.0f} GFLOP/s = {100 * gflops / fp32_peak:.0f}% of the fp32 peak"
         print(line)
     print("  top ops: " + ", ".join(f"{k} {100 * f:.0f}%" for k, f in top))
+    print(f"  per iteration of {args.batch} key frames: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in syncs.items()))
 
 
 if __name__ == "__main__":
