@@ -108,7 +108,8 @@ def _sync(device: str) -> None:
 
 def _step_fn(args, model, inputs, mode: str):
     cuda = args.device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and not args.fp32)
+    autocast = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16,
+                              enabled=(cuda and not args.fp32) or args.bf16)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
@@ -310,6 +311,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="measurements per row (best kept)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     parser.add_argument("--weights", default="", help="a checkpoint instead of random weights")
     parser.add_argument("--coop-all", action="store_true", help="pass every box to stages t>0")
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
@@ -329,7 +331,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::UserWarning")
     ctx = mp.get_context("spawn")
     cuda = args.device.startswith("cuda")
-    precision = "bf16 autocast" if cuda and not args.fp32 else "fp32"
+    precision = "bf16 autocast" if (cuda and not args.fp32) or args.bf16 else "fp32"
     name = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
     print(
         f"PCSC model speed on {name} ({precision}); K={args.frames} at {args.height}x{args.width},"

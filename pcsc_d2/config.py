@@ -90,6 +90,14 @@ def _add_model_config(cfg: CN) -> None:
     # 1 - its background probability, so that a stage that localises well but classifies
     # poorly (RGB stage 0 on motion classes) still places the box.
     cfg.MODEL.PCSC.TEST_BOX_VOTING_WEIGHT = "class"
+    # IoU-aware scores (pcsc_d2.modeling.roi_heads.iou_scoring): every head also predicts the
+    # IoU of its box with the object, trained on foreground proposals (LOSS_WEIGHT), and scores a
+    # box p_k^(1 - ALPHA) * IoU^ALPHA, so the best-fitting box of an object wins NMS and linking.
+    # Not in the paper; off by default.
+    cfg.MODEL.PCSC.IOU_SCORING = CN()
+    cfg.MODEL.PCSC.IOU_SCORING.ENABLED = False
+    cfg.MODEL.PCSC.IOU_SCORING.ALPHA = 0.5
+    cfg.MODEL.PCSC.IOU_SCORING.LOSS_WEIGHT = 1.0
     # Put each detection's cooperated RoI feature (the last stage's F^i + g_T(F^j) at its box,
     # whatever stage found it) in Instances.features at inference (TR's training samples).
     cfg.MODEL.PCSC.OUTPUT_FEATURES = False

@@ -122,6 +122,17 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dic
     return results
 
 
+def ensure_dataset(design: str) -> None:
+    """Generate the design's synthetic dataset (as the main job does) when it is absent."""
+    from pcsc_d2.data.synthetic import DESIGNS
+
+    root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
+    folder = os.path.join(root, DESIGN_DATASETS[design])
+    if not os.path.isfile(os.path.join(folder, DESIGNS[design])):
+        run([sys.executable, "-m", "pcsc_d2.data.synthetic", "--out", folder, "--seed", "0",
+             "--design", design])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
@@ -132,6 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     data = DESIGN_DATASETS[args.design]
+    ensure_dataset(args.design)
     opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
             *args.opts]
     per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), opts, args.budget)

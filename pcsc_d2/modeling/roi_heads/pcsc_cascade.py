@@ -25,6 +25,7 @@ from .cooperation import (
     cooperation_schedule,
 )
 from .box_voting import VOTING_WEIGHTS, vote_boxes, voting_weights
+from .iou_scoring import IoUAwareOutputLayers
 from .pooling import PCSCROIPooler
 from .stage_sampling import label_and_sample_at_stage, per_stage
 
@@ -224,14 +225,21 @@ class PCSCCascadeROIHeads(ROIHeads):
             cfg.MODEL.PCSC.STAGE_BBOX_REG_WEIGHTS, cfg.MODEL.PCSC.NUM_STAGES,
             "STAGE_BBOX_REG_WEIGHTS",
         ) or [cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS] * (cfg.MODEL.PCSC.NUM_STAGES + 1)
+        iou_scoring = cfg.MODEL.PCSC.IOU_SCORING
         box_heads, box_predictors = {}, {}
         for stream, stage in heads:
             head = build_box_head(cfg, pooled_shape)
             box_heads[_key(stream, stage)] = head
-            box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(
-                cfg, head.output_shape,
-                box2box_transform=Box2BoxTransform(weights=tuple(reg_weights[stage])),
-            )
+            transform = Box2BoxTransform(weights=tuple(reg_weights[stage]))
+            if iou_scoring.ENABLED:
+                box_predictors[_key(stream, stage)] = IoUAwareOutputLayers(
+                    cfg, head.output_shape, box2box_transform=transform,
+                    alpha=iou_scoring.ALPHA, iou_loss_weight=iou_scoring.LOSS_WEIGHT,
+                )
+            else:
+                box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(
+                    cfg, head.output_shape, box2box_transform=transform
+                )
         feature_messages = {}
         if cfg.MODEL.PCSC.FEATURE_COOPERATION:
             for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES):
