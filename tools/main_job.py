@@ -138,7 +138,7 @@ def main() -> None:
         metrics_row,
     )
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
-    from pcsc_d2.utils.jobs import StepRunner, tr_eval_command
+    from pcsc_d2.utils.jobs import StepRunner, synthetic_dataset_command, tr_eval_command
 
     py, cfg_file, out = sys.executable, args.config_file, os.path.abspath(args.output)
     datasets = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
@@ -155,8 +155,7 @@ def main() -> None:
     step, timings = steps.step, steps.timings
 
     step("dataset", os.path.join(synth, gt_file), lambda: run(
-        [py, "-m", "pcsc_d2.data.synthetic", "--out", synth, "--seed", "0",
-         "--design", args.design]))
+        synthetic_dataset_command(py, synth, args.design)))
     step("weights", WEIGHTS, lambda: run(
         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
     opts = list(args.opts)

@@ -125,12 +125,12 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dic
 def ensure_dataset(design: str) -> None:
     """Generate the design's synthetic dataset (as the main job does) when it is absent."""
     from pcsc_d2.data.synthetic import DESIGNS
+    from pcsc_d2.utils.jobs import synthetic_dataset_command
 
     root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
     folder = os.path.join(root, DESIGN_DATASETS[design])
     if not os.path.isfile(os.path.join(folder, DESIGNS[design])):
-        run([sys.executable, "-m", "pcsc_d2.data.synthetic", "--out", folder, "--seed", "0",
-             "--design", design])
+        run(synthetic_dataset_command(sys.executable, folder, design))
 
 
 def main() -> None:

@@ -29,6 +29,13 @@ def tr_eval_command(
             "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True", *last_opts]
 
 
+def synthetic_dataset_command(python: str, folder: str, design: str) -> List[str]:
+    """Generate the synthetic dataset of ``design`` ("motion" or "balanced") into ``folder``,
+    with the seed every figure of the project uses (0)."""
+    return [python, "-m", "pcsc_d2.data.synthetic", "--out", folder, "--seed", "0",
+            "--design", design]
+
+
 class StepRunner:
     """Runs named steps, skipping those whose result exists, and times each.
 

@@ -20,19 +20,15 @@ from torch.nn import functional as F
 
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
 
 __all__ = ["IoUAwareOutputLayers", "matched_iou"]
 
 
 def matched_iou(boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """IoU of row i of ``boxes`` with row i of ``gt``, both (R, 4) XYXY; returns (R,)."""
-    lt = torch.max(boxes[:, :2], gt[:, :2])
-    rb = torch.min(boxes[:, 2:], gt[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    area_gt = (gt[:, 2:] - gt[:, :2]).clamp(min=0).prod(dim=1)
-    return inter / (area + area_gt - inter).clamp(min=1e-12)
+    return matched_pairwise_iou(Boxes(boxes), Boxes(gt))
 
 
 class IoUAwareOutputLayers(FastRCNNOutputLayers):

@@ -226,20 +226,19 @@ class PCSCCascadeROIHeads(ROIHeads):
             "STAGE_BBOX_REG_WEIGHTS",
         ) or [cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS] * (cfg.MODEL.PCSC.NUM_STAGES + 1)
         iou_scoring = cfg.MODEL.PCSC.IOU_SCORING
+        if iou_scoring.ENABLED:
+            output_layers = IoUAwareOutputLayers
+            extra = {"alpha": iou_scoring.ALPHA, "iou_loss_weight": iou_scoring.LOSS_WEIGHT}
+        else:
+            output_layers, extra = FastRCNNOutputLayers, {}
         box_heads, box_predictors = {}, {}
         for stream, stage in heads:
             head = build_box_head(cfg, pooled_shape)
             box_heads[_key(stream, stage)] = head
-            transform = Box2BoxTransform(weights=tuple(reg_weights[stage]))
-            if iou_scoring.ENABLED:
-                box_predictors[_key(stream, stage)] = IoUAwareOutputLayers(
-                    cfg, head.output_shape, box2box_transform=transform,
-                    alpha=iou_scoring.ALPHA, iou_loss_weight=iou_scoring.LOSS_WEIGHT,
-                )
-            else:
-                box_predictors[_key(stream, stage)] = FastRCNNOutputLayers(
-                    cfg, head.output_shape, box2box_transform=transform
-                )
+            box_predictors[_key(stream, stage)] = output_layers(
+                cfg, head.output_shape,
+                box2box_transform=Box2BoxTransform(weights=tuple(reg_weights[stage])), **extra,
+            )
         feature_messages = {}
         if cfg.MODEL.PCSC.FEATURE_COOPERATION:
             for st in cooperation_schedule(cfg.MODEL.PCSC.NUM_STAGES):
