@@ -22,6 +22,7 @@ from pcsc_d2.engine import (
     configure_amp,
     enable_cpu_distributed_training,
     get_pcsc_cfg,
+    split_cpu_threads,
     make_checkpointer_atomic,
 )
 from pcsc_d2.engine.checkpoint import use_pcsc_checkpoint_hook
@@ -71,6 +72,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    split_cpu_threads(cfg)
     if args.eval_only:
         # check_train_net_args has made sure the checkpoint to load exists.
         checkpointer = PCSCCheckpointer(Trainer.build_model(cfg), cfg.OUTPUT_DIR, strict=True)

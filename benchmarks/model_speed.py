@@ -6,8 +6,10 @@ Prints, in one run:
 - the model's multiply-adds per key frame by component (fvcore, traced), at inference and for
   a training step (forward + an estimated backward);
 - training and inference key frames/s, peak memory, achieved GFLOP/s and its fraction of the
-  fp32 peak; with ``--compare REV`` the same measurements of the code at git revision REV,
-  interleaved with the working tree's in the same run, and the speed-up;
+  fp32 peak (``--procs N``: N processes at once, the threads and the batch split between them,
+  as ``train_net.py --num-gpus N`` trains on a CPU); with ``--compare REV`` the same
+  measurements of the code at git revision REV, interleaved with the working tree's in the same
+  run, and the speed-up;
 - with ``--kernels``, where the time goes and how fast the convolution and GEMM kernels run.
 
 Random uint8 clips (K frames at HxW, both streams), one GT box per key frame, a randomly
@@ -23,6 +25,9 @@ Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its
     python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \\
         --width 160 --batch 2 --stages 4                  # seconds per iteration of make run
     python benchmarks/model_speed.py --stages 4 --opts MODEL.RPN.POST_NMS_TOPK_TEST 1000
+    python benchmarks/model_speed.py --config-file configs/pcsc_synthetic.yaml --height 120 \
+        --width 160 --batch 2 --stages 4 --modes train --procs 2 --compare b8965f0 \
+        --compare-procs 1                          # make run's training: 2 processes vs 1
     python benchmarks/model_speed.py --stages 4 --compare b8965f0 --compare-opts \\
         MODEL.RPN.POST_NMS_TOPK_TEST 1000 --opts MODEL.RPN.POST_NMS_TOPK_TEST 300
 """
@@ -126,13 +131,26 @@ def _step_fn(args, model, inputs, mode: str):
     return step
 
 
-def _measure(args, num_stages: int, mode: str, tree: str, queue) -> None:
-    """Child process: key frames/s and peak memory of one (T, mode, code) measurement."""
+def _measure(args, num_stages: int, mode: str, tree: str, rank: int, procs: int,
+             init_file: str, queue) -> None:
+    """Child process ``rank`` of ``procs``: seconds for its timed iterations and its peak memory.
+
+    With ``procs`` > 1 the processes run at once, each on ``threads // procs`` threads and
+    ``batch // procs`` key frames of the batch, joined by a gloo process group (training:
+    DistributedDataParallel, as ``train_net.py --num-gpus`` with SOLVER.IMS_PER_BATCH = batch).
+    """
     _use_tree(tree)
+    args = argparse.Namespace(**{**vars(args), "batch": args.batch // procs})
+    import torch.distributed as dist
     from detectron2.utils.events import EventStorage
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(1, args.threads // procs))
     model = _build(args, num_stages, tree)
+    if procs > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=procs)
+        if mode == "train":
+            model = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
     inputs = _inputs(args)
     step = _step_fn(args, model, inputs, mode)
     cuda = args.device.startswith("cuda")
@@ -143,16 +161,47 @@ def _measure(args, num_stages: int, mode: str, tree: str, queue) -> None:
         _sync(args.device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
+        if procs > 1:
+            dist.barrier()
         start = time.perf_counter()
         for _ in range(args.iters):
             step()
         _sync(args.device)
+        if procs > 1:
+            dist.barrier()
         elapsed = time.perf_counter() - start
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    queue.put((args.iters * args.batch / elapsed, peak))
+    if procs > 1:
+        dist.destroy_process_group()
+    queue.put((elapsed, peak))
+
+
+def _measure_group(ctx, args, num_stages: int, mode: str, tree: str, procs: int):
+    """(key frames/s of all ``procs`` processes together, their summed peak memory in GiB)."""
+    if args.batch % procs:
+        sys.exit(f"--batch {args.batch} does not split over {procs} processes")
+    folder = tempfile.mkdtemp(prefix="pcsc_speed_")
+    queue = ctx.Queue()
+    workers = [
+        ctx.Process(target=_measure, args=(args, num_stages, mode, tree, rank, procs,
+                                           os.path.join(folder, "init"), queue))
+        for rank in range(procs)
+    ]
+    try:
+        for w in workers:
+            w.start()
+        results = [queue.get() for _ in workers]
+        for w in workers:
+            w.join()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if any(w.exitcode != 0 for w in workers):
+        sys.exit(f"measuring T={num_stages} {mode} with {procs} processes failed")
+    elapsed = max(r[0] for r in results)
+    return args.iters * args.batch / elapsed, sum(r[1] for r in results)
 
 
 def _count(args, num_stages: int, queue) -> None:
@@ -310,6 +359,10 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="measurements per row (best kept)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--procs", type=int, default=1,
+                        help="processes measured at once; threads and --batch split between them")
+    parser.add_argument("--compare-procs", type=int,
+                        help="--procs of the --compare revision (default: --procs)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     parser.add_argument("--weights", default="", help="a checkpoint instead of random weights")
@@ -336,6 +389,10 @@ def main(argv=None) -> None:
     print(
         f"PCSC model speed on {name} ({precision}); K={args.frames} at {args.height}x{args.width},"
         f" batch {args.batch}, {args.iters} timed iterations x {args.repeats}; {args.config_file}"
+        + (f"; working tree in {args.procs} processes of {max(1, args.threads // args.procs)}"
+           " thread(s) each" if args.procs > 1 else "")
+        + (f", {args.compare} in {args.compare_procs}" if args.compare and args.compare_procs
+           else "")
     )
     peak = _run(ctx, _matmul_peak, args, ("float32", "bfloat16"))
     rates = ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items())
@@ -377,7 +434,9 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
             # Alternate the order so that neither code always runs first under drifting load.
             order = list(codes.items()) if r % 2 == 0 else list(reversed(codes.items()))
             for label, tree in order:
-                rate, mem = _run(ctx, _measure, args, num_stages, mode, tree)
+                procs = args.procs if tree == ROOT or args.compare_procs is None \
+                    else args.compare_procs
+                rate, mem = _measure_group(ctx, args, num_stages, mode, tree, procs)
                 if label not in best or rate > best[label][0]:
                     best[label] = (rate, mem)
         fp32_peak = max(fp32_peak, _run(ctx, _matmul_peak, args, ("float32",))["float32"])

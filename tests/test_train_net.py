@@ -111,3 +111,14 @@ def test_periodic_evaluation_tensorboard_and_json_metrics(datasets_root, tmp_pat
     files = os.listdir(out)
     assert any(name.startswith("events.out.tfevents") for name in files)
     assert "model_final.pth" in files
+
+
+def test_a_batch_that_does_not_split_over_the_processes_stops_first(datasets_root, tmp_path):
+    out = str(tmp_path / "odd")
+    proc = _train_net(datasets_root, "--num-gpus", "3", "SOLVER.IMS_PER_BATCH", "2",
+                      "OUTPUT_DIR", out)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "SOLVER.IMS_PER_BATCH = 2" in errors[0], proc.stderr[-2000:]
+    assert "3 training processes" in errors[0] and "pcsc_tiny.yaml" in errors[0]
+    assert not os.path.exists(out)

@@ -6,6 +6,7 @@ from .defaults import (
     configure_amp,
     enable_cpu_distributed_training,
     get_pcsc_cfg,
+    split_cpu_threads,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "configure_amp",
     "enable_cpu_distributed_training",
     "get_pcsc_cfg",
+    "split_cpu_threads",
 ]

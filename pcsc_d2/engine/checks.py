@@ -216,5 +216,12 @@ def check_train_net_args(args: argparse.Namespace) -> None:
             weights_required=args.eval_only,
             resume=args.resume,
         )
+        workers = args.num_gpus * args.num_machines
+        if not args.eval_only and cfg.SOLVER.IMS_PER_BATCH % workers:
+            raise InputError(
+                f"{args.config_file or '<command line>'}: SOLVER.IMS_PER_BATCH = "
+                f"{cfg.SOLVER.IMS_PER_BATCH} does not split over {workers} training processes "
+                "(--num-gpus x --num-machines); make it a multiple"
+            )
     except INPUT_ERRORS as e:
         exit_with_error(e)

@@ -1,10 +1,13 @@
 """Config and data-loader builders shared by train_net.py, the tools and the demo."""
+import logging
+import os
 from typing import Dict, List, Optional
 
 import detectron2.engine.defaults as d2_defaults
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import create_ddp_model
+from detectron2.utils import comm
 import torch
 from torch import nn
 
@@ -18,7 +21,10 @@ __all__ = [
     "build_pcsc_test_loader",
     "create_ddp_model_cpu_aware",
     "enable_cpu_distributed_training",
+    "split_cpu_threads",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def get_pcsc_cfg(config_file: Optional[str] = None, opts: Optional[List[str]] = None) -> CfgNode:
@@ -97,3 +103,24 @@ def create_ddp_model_cpu_aware(model: nn.Module, **kwargs) -> nn.Module:
 def enable_cpu_distributed_training() -> None:
     """Make DefaultTrainer wrap CPU models correctly when several processes train (gloo)."""
     d2_defaults.create_ddp_model = create_ddp_model_cpu_aware
+
+
+def split_cpu_threads(cfg: CfgNode) -> int:
+    """Give each of N CPU processes on this machine (``--num-gpus N``) cores // N threads.
+
+    Without this every process would start one thread per core and N processes would fight
+    over the cores. On 2 cores, two processes of one thread train the synthetic config about
+    1.3x faster than one process of two threads (README, Speed): the small maps leave one
+    process's second thread idle much of the time. ``OMP_NUM_THREADS``, when set, wins.
+
+    Returns:
+        The thread count of this process.
+    """
+    procs = comm.get_local_size()
+    if cfg.MODEL.DEVICE != "cpu" or procs <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    threads = max(1, len(os.sched_getaffinity(0)) // procs)
+    torch.set_num_threads(threads)
+    if comm.is_main_process():
+        logger.info("%d CPU processes: %d thread(s) each", procs, threads)
+    return threads

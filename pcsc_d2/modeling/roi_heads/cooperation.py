@@ -11,7 +11,9 @@ import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
 
-from detectron2.layers import Conv2d, batched_nms, nonzero_tuple
+from detectron2.layers import Conv2d, nonzero_tuple
+
+from .topk_nms import topk_batched_nms
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ def _filter_boxes(
     boxes, scores = boxes[keep], scores[keep]
     # Class-agnostic NMS: the next stage needs places to look, whatever their class.
     idxs = torch.zeros_like(scores, dtype=torch.int64)
-    keep = batched_nms(boxes, scores, idxs, nms_thresh)[:topk]
+    keep = topk_batched_nms(boxes, scores, idxs, nms_thresh, topk)
     return boxes[keep]
 
 

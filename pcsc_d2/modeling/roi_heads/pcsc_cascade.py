@@ -10,10 +10,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads, build_box_head
-from detectron2.modeling.roi_heads.fast_rcnn import (
-    FastRCNNOutputLayers,
-    fast_rcnn_inference_single_image,
-)
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
@@ -28,6 +25,7 @@ from .box_voting import VOTING_WEIGHTS, vote_boxes, voting_weights
 from .iou_scoring import IoUAwareOutputLayers
 from .pooling import PCSCROIPooler
 from .stage_sampling import label_and_sample_at_stage, per_stage
+from .topk_nms import fast_rcnn_inference_topk
 
 logger = logging.getLogger(__name__)
 
@@ -510,7 +508,7 @@ class PCSCCascadeROIHeads(ROIHeads):
             boxes, scores = torch.cat(boxes), torch.cat(scores)
             valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
             boxes, scores = boxes[valid], scores[valid]
-            result, _ = fast_rcnn_inference_single_image(
+            result = fast_rcnn_inference_topk(
                 boxes,
                 scores,
                 image_size,
