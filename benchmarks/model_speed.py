@@ -363,6 +363,8 @@ def main(argv=None) -> None:
                         help="processes measured at once; threads and --batch split between them")
     parser.add_argument("--compare-procs", type=int,
                         help="--procs of the --compare revision (default: --procs)")
+    parser.add_argument("--compare-batch", type=int,
+                        help="--batch of the --compare revision (default: --batch)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     parser.add_argument("--weights", default="", help="a checkpoint instead of random weights")
@@ -391,8 +393,8 @@ def main(argv=None) -> None:
         f" batch {args.batch}, {args.iters} timed iterations x {args.repeats}; {args.config_file}"
         + (f"; working tree in {args.procs} processes of {max(1, args.threads // args.procs)}"
            " thread(s) each" if args.procs > 1 else "")
-        + (f", {args.compare} in {args.compare_procs}" if args.compare and args.compare_procs
-           else "")
+        + (f"; {args.compare}: {args.compare_procs or args.procs} process(es), batch "
+           f"{args.compare_batch or args.batch}" if args.compare else "")
     )
     peak = _run(ctx, _matmul_peak, args, ("float32", "bfloat16"))
     rates = ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items())
@@ -434,9 +436,12 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
             # Alternate the order so that neither code always runs first under drifting load.
             order = list(codes.items()) if r % 2 == 0 else list(reversed(codes.items()))
             for label, tree in order:
-                procs = args.procs if tree == ROOT or args.compare_procs is None \
-                    else args.compare_procs
-                rate, mem = _measure_group(ctx, args, num_stages, mode, tree, procs)
+                run_args = args
+                if tree != ROOT:  # the compared revision may run another batch / process count
+                    run_args = argparse.Namespace(**{
+                        **vars(args), "procs": args.compare_procs or args.procs,
+                        "batch": args.compare_batch or args.batch})
+                rate, mem = _measure_group(ctx, run_args, num_stages, mode, tree, run_args.procs)
                 if label not in best or rate > best[label][0]:
                     best[label] = (rate, mem)
         fp32_peak = max(fp32_peak, _run(ctx, _matmul_peak, args, ("float32",))["float32"])

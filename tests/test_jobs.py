@@ -1,4 +1,4 @@
-"""The evaluation command that the main job and the seed study share."""
+"""Helpers that the main job, the seed study and the real-clip check share."""
 from pcsc_d2.utils.jobs import tr_eval_command
 
 
@@ -13,3 +13,46 @@ def test_tr_eval_command_turns_tr_on_and_lets_last_opts_override_it():
     refine = [i for i, x in enumerate(cmd) if x == "TUBES.REFINE.ENABLED"]
     assert [cmd[i + 1] for i in refine] == ["True", "False"]
     assert cmd.index("SEED") < cmd.index("OUTPUT_DIR")
+
+
+def test_train_procs_default_splits_two_cores_and_never_exceeds_them(monkeypatch):
+    import argparse
+    import os
+
+    from pcsc_d2.utils.jobs import add_train_procs_argument
+
+    for cores, expected in ((1, 1), (2, 2), (16, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        parser = argparse.ArgumentParser()
+        add_train_procs_argument(parser)
+        assert parser.parse_args([]).train_procs == expected
+        assert parser.parse_args(["--train-procs", "4"]).train_procs == 4
+
+
+def test_cpu_processes_split_the_cores(monkeypatch):
+    import os
+
+    import torch
+
+    from detectron2.utils import comm
+
+    from pcsc_d2.engine import get_pcsc_cfg, split_cpu_threads
+
+    before = torch.get_num_threads()
+    cfg = get_pcsc_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    try:
+        monkeypatch.setattr(comm, "get_local_size", lambda: 4)
+        assert split_cpu_threads(cfg) == 2 == torch.get_num_threads()
+        monkeypatch.setattr(comm, "get_local_size", lambda: 16)
+        assert split_cpu_threads(cfg) == 1 == torch.get_num_threads()
+        torch.set_num_threads(3)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+        assert split_cpu_threads(cfg) == 3
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(comm, "get_local_size", lambda: 1)  # one process: untouched
+        assert split_cpu_threads(cfg) == 3
+    finally:
+        torch.set_num_threads(before)

@@ -111,6 +111,8 @@ def render_tubes(eval_dir: str, dataset_root: str, out_path: str, max_videos: in
 
 
 def main() -> None:
+    from pcsc_d2.utils.jobs import add_train_procs_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "main"))
     parser.add_argument(
@@ -125,12 +127,7 @@ def main() -> None:
         help="also evaluate the untrained model (I3D weights, random heads): the floor, all 0.0 "
         "so far; about 2 minutes",
     )
-    parser.add_argument(
-        "--train-procs", type=int, default=min(2, len(os.sched_getaffinity(0))),
-        help="training processes (train_net.py --num-gpus), the cores split between them; "
-        "SOLVER.IMS_PER_BATCH must divide by it. Default: 2 (1 on a one-core machine), about "
-        "1.3x faster than one process on 2 cores",
-    )
+    add_train_procs_argument(parser)
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[],
         help="KEY VALUE config overrides for every step (e.g. SEED 2)",

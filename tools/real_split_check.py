@@ -3,7 +3,7 @@
 UCF-101 clip, TR trained there too, both tested on the clips' other parts.
 
     python tools/real_split_check.py --clips ../shared/real_ucf24 [--output output/real_split] \
-        [--split-at 0.5] [--opts KEY VALUE ...]
+        [--split-at 0.5] [--train-procs N] [--opts KEY VALUE ...]
 
 With a handful of clips of different classes, no class has a test clip of its own, so each clip
 is cut in time: frames 1..m (m = split-at x its length) train, the rest test. Tubes are cut with
@@ -89,11 +89,14 @@ def write_parts(clips: str, out: str, split_at: float) -> str:
 
 
 def main() -> None:
+    from pcsc_d2.utils.jobs import add_train_procs_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", default=os.path.join(ROOT, "..", "shared", "real_ucf24"))
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "real_split"))
     parser.add_argument("--split-at", type=float, default=0.5)
     parser.add_argument("--config-file", default=CONFIG)
+    add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
@@ -121,7 +124,8 @@ def main() -> None:
     steps.step("weights", WEIGHTS, lambda: run(
         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
     steps.step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(
-        [py, "train_net.py", "--config-file", args.config_file, "--resume", *common,
+        [py, "train_net.py", "--config-file", args.config_file, "--num-gpus",
+         str(args.train_procs), "--resume", *common,
          "OUTPUT_DIR", pcsc, "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL]))
     steps.step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
         [py, "tools/train_actionness.py", "--config-file", args.config_file, *common,
