@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pcsc_d2.data import flow
 from pcsc_d2.data.flow import (
     compute_flow,
     decode_flow,
@@ -178,3 +179,34 @@ def test_pool_workers_die_with_their_parent(tmp_path, mode):
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _ignore_sigterm_and_sleep(_: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker that will not unwind
+    time.sleep(60)
+
+
+def test_pool_ends_its_workers_without_a_signal_when_the_block_succeeds():
+    """close + join, not terminate: a SIGTERM racing an idle worker's queue lock once hung the
+    pool's exit forever. Workers that were told to stop exit with status 0; SIGTERM'd ones, 143."""
+    with flow.worker_pool(2) as pool:
+        procs = list(pool._pool)
+        assert pool.map(_square, range(20)) == [x * x for x in range(20)]
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def test_pool_kills_workers_that_do_not_unwind_on_an_error(monkeypatch):
+    monkeypatch.setattr(flow, "_TERMINATE_GRACE_S", 0.5)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"):
+        with flow.worker_pool(2) as pool:
+            procs = list(pool._pool)
+            pool.map_async(_ignore_sigterm_and_sleep, range(2))
+            time.sleep(0.5)  # both workers are asleep, SIGTERM ignored
+            raise RuntimeError("stop")
+    assert time.monotonic() - start < 20
+    assert all(p.exitcode == -signal.SIGKILL for p in procs)

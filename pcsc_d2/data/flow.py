@@ -236,22 +236,54 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+# On an error, workers get this long to unwind after SIGTERM before they are killed.
+_TERMINATE_GRACE_S = 5.0
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int) -> Iterator[Pool]:
     """A fork Pool whose workers run OpenCV single-threaded and die with the calling process.
 
     OpenCV's thread pool must be shrunk in the parent, before the fork: a forked child that
     reconfigures the pool it inherited waits forever on the parent's (absent) threads.
+
+    When the block ends normally the workers are told to stop (close, join) rather than
+    signalled: ``Pool.terminate`` sends SIGTERM, and a SIGTERM that lands just before an idle
+    worker blocks on the task queue's lock runs its Python handler only after the lock is
+    granted, i.e. never, so ``terminate`` waited on it forever (it hung a fresh clone's
+    ``make run`` once, after every video was rendered). On an error the workers get SIGTERM and
+    ``_TERMINATE_GRACE_S`` to unwind, then SIGKILL.
     """
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    pool = mp.get_context("fork").Pool(
+        workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
     try:
-        with mp.get_context("fork").Pool(
-            workers, initializer=_die_with_parent, initargs=(os.getpid(),)
-        ) as pool:
-            yield pool
+        yield pool
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    else:
+        pool.close()
+        pool.join()
     finally:
         cv2.setNumThreads(threads)
+
+
+def _stop_workers(pool: Pool) -> None:
+    """SIGTERM every worker, SIGKILL those still alive after the grace, then reap the pool."""
+    procs = list(pool._pool)  # the Pool's worker processes; terminate() signals the same list
+    for p in procs:
+        if p.exitcode is None:
+            p.terminate()
+    deadline = time.monotonic() + _TERMINATE_GRACE_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+    pool.terminate()
 
 
 def _job(args: Tuple[str, str, str, Optional[str]]) -> int:
