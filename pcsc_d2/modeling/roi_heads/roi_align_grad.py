@@ -61,12 +61,12 @@ def roi_align_sampling(
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     bin_w, bin_h = roi_w / pw, roi_h / ph
     if sampling_ratio > 0:
-        grid_w = grid_h = torch.full((len(rois),), sampling_ratio, dtype=torch.long)
+        grid_w = grid_h = torch.full((len(rois),), sampling_ratio, dtype=torch.long,
+                                     device=rois.device)
     else:
         # ceil of a negative size is <= 0: torchvision's loops then sample nothing.
         grid_w = torch.ceil(roi_w / pw).long().clamp(min=0)
         grid_h = torch.ceil(roi_h / ph).long().clamp(min=0)
-    grid_w, grid_h = grid_w.to(rois.device), grid_h.to(rois.device)
     count = grid_h * grid_w
     # One row per (roi, sample iy, ix) of a bin; the bins broadcast over (ph, pw).
     roi = torch.repeat_interleave(torch.arange(len(rois), device=rois.device), count)
