@@ -2,7 +2,7 @@
 """The paper's ablation (Tables 5 and 6) on a synthetic design, over seeds, with one schedule.
 
     python tools/run_ablation.py [--output output/ablation] [--design motion|balanced]
-        [--seeds 1 2 3] [--budget iters|time] [--opts KEY VALUE ...]
+        [--seeds 1 2 3] [--budget iters|time] [--train-procs N] [--opts KEY VALUE ...]
 
 Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
 cooperation, evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES, all five
@@ -15,6 +15,9 @@ at a seed study (tools/seed_study.py) reuses its models.
 ``--budget iters`` trains every model for the config's SOLVER.MAX_ITER (equal training budget);
 ``--budget time`` gives each model the iterations that take as long as PCSC's (equal wall time),
 from the seconds per iteration that each training logged in a 20-iteration timing run.
+Every training, timing runs included, uses ``--train-procs`` processes (``train_net.py
+--num-gpus``), as the main job does (default 2), so the PCSC models of a seed study of the same
+schedule are the ablation's.
 """
 import argparse
 import json
@@ -57,11 +60,16 @@ def run(cmd: List[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def seconds_per_iter(config: str, opts: List[str], folder: str) -> float:
+def train_command(config: str, procs: int) -> List[str]:
+    """``train_net.py`` of a config in ``procs`` CPU processes (the main job's way)."""
+    return [sys.executable, "train_net.py", "--config-file", config, "--num-gpus", str(procs)]
+
+
+def seconds_per_iter(config: str, opts: List[str], folder: str, procs: int) -> float:
     """Median seconds per training iteration of a config, from a 20-iteration run."""
     metrics = os.path.join(folder, "metrics.json")
     if not os.path.isfile(metrics):
-        run([sys.executable, "train_net.py", "--config-file", config, *opts, "OUTPUT_DIR", folder,
+        run([*train_command(config, procs), *opts, "OUTPUT_DIR", folder,
              "MODEL.WEIGHTS", WEIGHTS, "SOLVER.MAX_ITER", "20", "SOLVER.CHECKPOINT_PERIOD",
              "100000", *NO_EVAL])
     with open(metrics) as f:
@@ -69,7 +77,7 @@ def seconds_per_iter(config: str, opts: List[str], folder: str) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dict]:
+def run_seed(seed: int, out: str, opts: List[str], budget: str, procs: int) -> Dict[str, Dict]:
     """Train and evaluate every variant for one seed; returns {row name: metrics}."""
     py = sys.executable
     common = ["SEED", str(seed), *opts]
@@ -78,7 +86,7 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dic
         from pcsc_d2.engine import get_pcsc_cfg
 
         base_iters = get_pcsc_cfg(VARIANTS["pcsc"], opts).SOLVER.MAX_ITER
-        rates = {n: seconds_per_iter(c, common, os.path.join(out, "timing", n))
+        rates = {n: seconds_per_iter(c, common, os.path.join(out, "timing", n), procs)
                  for n, c in VARIANTS.items()}
         for name in VARIANTS:
             iters[name] = int(round(base_iters * rates["pcsc"] / rates[name]))
@@ -92,7 +100,7 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str) -> Dict[str, Dic
             steps = f"({int(0.75 * n)}, {int(0.92 * n)})"
             extra = ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", steps]
         if not os.path.isfile(os.path.join(folder, "model_final.pth")):
-            run([py, "train_net.py", "--config-file", config, "--resume", *common, *extra,
+            run([*train_command(config, procs), "--resume", *common, *extra,
                  "OUTPUT_DIR", folder, "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
         weights = ["MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")]
         if name in STAGED:  # every stage t from one inference pass
@@ -134,11 +142,14 @@ def ensure_dataset(design: str) -> None:
 
 
 def main() -> None:
+    from pcsc_d2.utils.jobs import add_train_procs_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
     parser.add_argument("--design", default="motion", choices=sorted(DESIGN_DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--budget", default="iters", choices=["iters", "time"])
+    add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
@@ -146,8 +157,8 @@ def main() -> None:
     ensure_dataset(args.design)
     opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
             *args.opts]
-    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), opts, args.budget)
-                for s in args.seeds}
+    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), opts, args.budget,
+                            args.train_procs) for s in args.seeds}
     write_outputs(per_seed, args.output, f"{args.design} design, {args.budget} budget")
 
 
