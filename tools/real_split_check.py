@@ -6,15 +6,12 @@ UCF-101 clip, TR trained there too, both tested on the clips' other parts.
         [--split-at 0.5] [--train-procs N] [--opts KEY VALUE ...]
 
 With a handful of clips of different classes, no class has a test clip of its own, so each clip
-is cut in time: frames 1..m (m = split-at x its length) train, the rest test. Tubes are cut with
-the clips, so test parts start or end inside actions (trimmed) or hold background after them
-(untrimmed, e.g. Basketball's action ends at frame 111 of 180): both what TR must keep and what it
-should cut. Steps (each skipped when its result exists):
+is cut in time (pcsc_d2.data.real_split): frames 1..m (m = split-at x its length) train, the rest
+test; e.g. Basketball's test part holds the end of its action, then background. Steps (each
+skipped when its result exists):
 
-1. write the parts as videos and their tubes in the simple JSON format
-   (pcsc_d2.data.annotation_formats), "train" / "test" per part;
-2. ``python -m pcsc_d2.data.prepare --format json`` (DIS flow) into
-   ``$DETECTRON2_DATASETS/ucf24_split`` (registered as ``ucf24_split_{train,test}``);
+1-2. write the parts and prepare them (DIS flow) as ``$DETECTRON2_DATASETS/ucf24_split``
+   (registered as ``ucf24_split_{train,test}``);
 3. train PCSC (configs/real/ucf24_sample_cpu.yaml on the new dataset), then TR;
 4. evaluate the test parts with TR; write results.md / results.json: frame-mAP, video-mAP
    without TR and with TR under both trimming rules.
@@ -24,68 +21,13 @@ import json
 import logging
 import os
 import sys
-from typing import Dict
-
-import cv2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "real", "ucf24_sample_cpu.yaml")
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
 NO_EVAL = ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
-NAME = "ucf24_split"
 
 logger = logging.getLogger("pcsc_d2.real_split_check")
-
-
-def write_parts(clips: str, out: str, split_at: float) -> str:
-    """Cut every annotated clip in two and write the parts plus their JSON annotations.
-
-    Returns:
-        the annotation file's path.
-    """
-    from pcsc_d2.data.convert import UCF24_CLASSES, _read_road, road_to_annotations
-    from pcsc_d2.data.video import count_frames, find_videos, iter_frames
-    from pcsc_d2.utils.io import atomic_save_json
-
-    videos_dir = os.path.join(clips, "videos") if os.path.isdir(os.path.join(clips, "videos")) \
-        else clips
-    road = _read_road(os.path.join(clips, "pyannot.pkl"))
-    found = find_videos(videos_dir)
-    keys = {str(k).split("/")[-1]: str(k) for k in road}
-    road = {keys[stem]: road[keys[stem]] for stem in found if stem in keys}
-    gt = road_to_annotations(road)  # 0-based inclusive corners on 320x240 frames
-    entries: Dict[str, Dict] = {}
-    os.makedirs(os.path.join(out, "videos"), exist_ok=True)
-    for stem, paths in sorted(found.items()):
-        if stem not in keys:
-            continue
-        key, path = keys[stem], paths[0]
-        info = count_frames(path)
-        cut = int(round(split_at * info.nframes))
-        parts = {f"{stem}_a": (1, cut, "train"), f"{stem}_b": (cut + 1, info.nframes, "test")}
-        writers = {}
-        for name in parts:
-            writers[name] = cv2.VideoWriter(
-                os.path.join(out, "videos", name + ".avi"), cv2.VideoWriter_fourcc(*"MJPG"),
-                info.fps, (info.width, info.height),
-            )
-        for i, rgb in enumerate(iter_frames(path), 1):
-            name = f"{stem}_a" if i <= cut else f"{stem}_b"
-            writers[name].write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        for w in writers.values():
-            w.release()
-        for name, (first, last, split) in parts.items():
-            tubes = []
-            for label, label_tubes in gt["gttubes"][key].items():
-                for t in label_tubes:
-                    rows = t[(t[:, 0] >= first) & (t[:, 0] <= last)].copy()
-                    if len(rows):
-                        rows[:, 0] -= first - 1
-                        tubes.append({"label": UCF24_CLASSES[label], "boxes": rows.tolist()})
-            entries[name] = {"split": split, "size": [320, 240], "tubes": tubes}
-    path = os.path.join(out, "annotations.json")
-    atomic_save_json({"labels": list(UCF24_CLASSES), "videos": entries}, path, indent=1)
-    return path
 
 
 def main() -> None:
@@ -102,6 +44,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     if not os.path.isfile(os.path.join(args.clips, "pyannot.pkl")):
         sys.exit(f"error: {args.clips}: no pyannot.pkl (the real clips are not here): skipped")
+    from pcsc_d2.data.real_split import NAME, prepare_real_split
     from pcsc_d2.evaluation.results import find_metrics, has_metrics
     from pcsc_d2.utils.io import atomic_open, atomic_save_json
     from pcsc_d2.utils.jobs import StepRunner, run_command
@@ -112,15 +55,11 @@ def main() -> None:
     data = os.path.join(datasets, NAME)
     run = lambda cmd: run_command(cmd, ROOT)  # noqa: E731
     steps = StepRunner(lambda done: os.path.isfile(done) or has_metrics(done))
-    ann = os.path.join(out, "annotations.json")
     common = ["DATASETS.TRAIN", f"('{NAME}_train',)", "DATASETS.TEST", f"('{NAME}_test',)",
               *args.opts]
     pcsc, tr, ev = (os.path.join(out, d) for d in ("pcsc", "tr", "eval"))
-    steps.step("parts", ann, lambda: write_parts(args.clips, out, args.split_at))
-    steps.step("prepare", os.path.join(data, f"{NAME}-GT.pkl"), lambda: run(
-        [py, "-m", "pcsc_d2.data.prepare", "--videos", os.path.join(out, "videos"),
-         "--annotations", ann, "--format", "json", "--out", data, "--name", NAME,
-         "--flow", "dis"]))
+    steps.step("prepare", os.path.join(data, f"{NAME}-GT.pkl"), lambda: prepare_real_split(
+        args.clips, out, datasets, args.split_at, py, run))
     steps.step("weights", WEIGHTS, lambda: run(
         [py, "tools/convert_i3d_weights.py", "--output", WEIGHTS]))
     steps.step("train", os.path.join(pcsc, "model_final.pth"), lambda: run(

@@ -1,12 +1,18 @@
 #!/usr/bin/env python
-"""The paper's ablation (Tables 5 and 6) on a synthetic design, over seeds, with one schedule.
+"""The paper's ablation (Tables 5 and 6) on a synthetic design or on real clips, over seeds,
+with one schedule.
 
-    python tools/run_ablation.py [--output output/ablation] [--design motion|balanced]
-        [--seeds 1 2 3] [--budget iters|time] [--train-procs N] [--opts KEY VALUE ...]
+    python tools/run_ablation.py [--output output/ablation] [--design motion|balanced|real]
+        [--clips ../shared/real_ucf24] [--seeds 1 2 3] [--budget iters|time] [--train-procs N]
+        [--opts KEY VALUE ...]
 
 Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
-cooperation, evaluates the two PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES, all five
-from one inference pass: tools/eval_stages.py), trains TR on PCSC and evaluates PCSC + TR. Then writes ablation.md, ablation.json and ablation.png:
+cooperation, all from the design's PCSC config (``VARIANTS``: overrides of it), evaluates the two
+PCSC models after each stage 0..4 (MODEL.PCSC.TEST_STAGES, all five from one inference pass:
+tools/eval_stages.py), trains TR on PCSC and evaluates PCSC + TR. ``--design real`` trains on
+the first half of each real UCF-101 clip in ``--clips`` and tests on the second halves
+(pcsc_d2.data.real_split), with configs/real/ucf24_sample_cpu.yaml. Then writes ablation.md,
+ablation.json and ablation.png:
 mean ± std over the seeds, and the paper's claims, each called "holds" only where the difference
 exceeds its spread. Every run resumes / is skipped when its result exists; PCSC and its TR use
 the main job's folders (``seed<s>/pcsc``, ``seed<s>/tr``, ``seed<s>/eval``), so pointing --output
@@ -25,7 +31,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from pcsc_d2.evaluation.results import (
     check_paper_claims,
@@ -41,16 +47,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_EVAL = ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
 
-# name -> config file (all derive from configs/pcsc_synthetic.yaml: one schedule for all).
-VARIANTS: Dict[str, str] = {
-    "rgb_only": "configs/baselines/synthetic_rgb_only.yaml",
-    "flow_only": "configs/baselines/synthetic_flow_only.yaml",
-    "late_fusion": "configs/baselines/synthetic_late_fusion.yaml",
-    "pcsc": "configs/pcsc_synthetic.yaml",
-    "pcsc_no_feature_coop": "configs/ablation/synthetic_no_feature_coop.yaml",
+# name -> overrides of the design's PCSC config. On the synthetic config they give exactly
+# configs/baselines/synthetic_{rgb_only,flow_only,late_fusion}.yaml and
+# configs/ablation/synthetic_no_feature_coop.yaml (tests/test_run_ablation.py checks), so one
+# schedule serves all models, on every design.
+VARIANTS: Dict[str, List[str]] = {
+    "rgb_only": ["MODEL.PCSC.STREAMS", "['rgb']", "MODEL.PCSC.NUM_STAGES", "0"],
+    "flow_only": ["MODEL.PCSC.STREAMS", "['flow']", "MODEL.PCSC.NUM_STAGES", "0"],
+    "late_fusion": ["MODEL.PCSC.STREAMS", "['rgb', 'flow']", "MODEL.PCSC.NUM_STAGES", "0",
+                    "MODEL.PCSC.MESSAGE_PASSING", "False"],
+    "pcsc": [],
+    "pcsc_no_feature_coop": ["MODEL.PCSC.FEATURE_COOPERATION", "False"],
 }
 STAGED = ("pcsc", "pcsc_no_feature_coop")
-DESIGN_DATASETS = {"motion": "synthetic", "balanced": "synthetic_balanced"}
+# design -> (PCSC config, dataset name): the two synthetic designs, and the real UCF-101 clips of
+# ../shared/real_ucf24 cut in time (pcsc_d2.data.real_split: first halves train, second halves
+# test), on the CPU config of real clips.
+DESIGNS: Dict[str, Tuple[str, str]] = {
+    "motion": ("configs/pcsc_synthetic.yaml", "synthetic"),
+    "balanced": ("configs/pcsc_synthetic.yaml", "synthetic_balanced"),
+    "real": ("configs/real/ucf24_sample_cpu.yaml", "ucf24_split"),
+}
 
 logger = logging.getLogger("pcsc_d2.ablation")
 
@@ -77,32 +94,33 @@ def seconds_per_iter(config: str, opts: List[str], folder: str, procs: int) -> f
     return sorted(times)[len(times) // 2]
 
 
-def run_seed(seed: int, out: str, opts: List[str], budget: str, procs: int) -> Dict[str, Dict]:
-    """Train and evaluate every variant for one seed; returns {row name: metrics}."""
+def run_seed(seed: int, out: str, config: str, opts: List[str], budget: str,
+             procs: int) -> Dict[str, Dict]:
+    """Train and evaluate every variant of ``config`` for one seed; returns {row name: metrics}."""
     py = sys.executable
     common = ["SEED", str(seed), *opts]
     iters = {}
     if budget == "time":
         from pcsc_d2.engine import get_pcsc_cfg
 
-        base_iters = get_pcsc_cfg(VARIANTS["pcsc"], opts).SOLVER.MAX_ITER
-        rates = {n: seconds_per_iter(c, common, os.path.join(out, "timing", n), procs)
-                 for n, c in VARIANTS.items()}
+        base_iters = get_pcsc_cfg(config, opts).SOLVER.MAX_ITER
+        rates = {n: seconds_per_iter(config, [*common, *v], os.path.join(out, "timing", n), procs)
+                 for n, v in VARIANTS.items()}
         for name in VARIANTS:
             iters[name] = int(round(base_iters * rates["pcsc"] / rates[name]))
         logger.info("equal wall time: seconds/iteration %s -> iterations %s", rates, iters)
     results: Dict[str, Dict] = {}
-    for name, config in VARIANTS.items():
+    for name, variant in VARIANTS.items():
         folder = os.path.join(out, name)
-        extra = []
+        extra = list(variant)
         if name in iters:
             n = iters[name]
             steps = f"({int(0.75 * n)}, {int(0.92 * n)})"
-            extra = ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", steps]
+            extra += ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", steps]
         if not os.path.isfile(os.path.join(folder, "model_final.pth")):
             run([*train_command(config, procs), "--resume", *common, *extra,
                  "OUTPUT_DIR", folder, "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL])
-        weights = ["MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")]
+        weights = [*variant, "MODEL.WEIGHTS", os.path.join(folder, "model_final.pth")]
         if name in STAGED:  # every stage t from one inference pass
             ev = os.path.join(folder, "eval_stages")
             if not all(has_metrics(os.path.join(ev, f"stage{t}")) for t in range(5)):
@@ -119,25 +137,32 @@ def run_seed(seed: int, out: str, opts: List[str], budget: str, procs: int) -> D
     # PCSC + TR in the main job's folders (tr/, eval/), so a seed study's are reused.
     tr = os.path.join(out, "tr")
     if not os.path.isfile(os.path.join(tr, "model_tr.pth")):
-        run([py, "tools/train_actionness.py", "--config-file", VARIANTS["pcsc"], *common,
+        run([py, "tools/train_actionness.py", "--config-file", config, *common,
              "OUTPUT_DIR", tr, "MODEL.WEIGHTS", os.path.join(out, "pcsc", "model_final.pth")])
     ev = os.path.join(out, "eval")
     if not has_metrics(ev):
-        run([py, "train_net.py", "--config-file", VARIANTS["pcsc"], "--eval-only", *common,
+        run([py, "train_net.py", "--config-file", config, "--eval-only", *common,
              "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
              "TUBES.REFINE.ENABLED", "True"])
     results["pcsc_tr"] = find_metrics(ev)
     return results
 
 
-def ensure_dataset(design: str) -> None:
-    """Generate the design's synthetic dataset (as the main job does) when it is absent."""
-    from pcsc_d2.data.synthetic import DESIGNS
+def ensure_dataset(design: str, output: str, clips: str) -> None:
+    """Make the design's dataset when it is absent: a synthetic one as the main job does, or the
+    real clips' split (its parts written under ``output/real_parts``)."""
+    from pcsc_d2.data.synthetic import DESIGNS as SYNTHETIC_FILES
+    from pcsc_d2.data.real_split import prepare_real_split
     from pcsc_d2.utils.jobs import synthetic_dataset_command
 
     root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
-    folder = os.path.join(root, DESIGN_DATASETS[design])
-    if not os.path.isfile(os.path.join(folder, DESIGNS[design])):
+    os.environ["DETECTRON2_DATASETS"] = root
+    if design == "real":
+        prepare_real_split(clips, os.path.join(output, "real_parts"), root, 0.5, sys.executable,
+                           run)
+        return
+    folder = os.path.join(root, DESIGNS[design][1])
+    if not os.path.isfile(os.path.join(folder, SYNTHETIC_FILES[design])):
         run(synthetic_dataset_command(sys.executable, folder, design))
 
 
@@ -146,18 +171,22 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "ablation"))
-    parser.add_argument("--design", default="motion", choices=sorted(DESIGN_DATASETS))
+    parser.add_argument("--design", default="motion", choices=sorted(DESIGNS))
+    parser.add_argument("--clips", default=os.path.join(ROOT, "..", "shared", "real_ucf24"),
+                        help="the real clips of --design real (pyannot.pkl and the videos)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--budget", default="iters", choices=["iters", "time"])
     add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    data = DESIGN_DATASETS[args.design]
-    ensure_dataset(args.design)
+    config, data = DESIGNS[args.design]
+    if args.design == "real" and not os.path.isfile(os.path.join(args.clips, "pyannot.pkl")):
+        sys.exit(f"error: {args.clips}: no pyannot.pkl (the real clips are not here): skipped")
+    ensure_dataset(args.design, os.path.abspath(args.output), args.clips)
     opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
             *args.opts]
-    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), opts, args.budget,
+    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), config, opts, args.budget,
                             args.train_procs) for s in args.seeds}
     write_outputs(per_seed, args.output, f"{args.design} design, {args.budget} budget")
 
