@@ -216,8 +216,10 @@ def check_train_net_args(args: argparse.Namespace) -> None:
             weights_required=args.eval_only,
             resume=args.resume,
         )
-        workers = args.num_gpus * args.num_machines
-        if not args.eval_only and cfg.SOLVER.IMS_PER_BATCH % workers:
+        # Evaluation-only tools (tools/eval_stages.py) run one process and have no launcher
+        # arguments; only training splits its batch.
+        workers = 1 if args.eval_only else args.num_gpus * args.num_machines
+        if cfg.SOLVER.IMS_PER_BATCH % workers:
             raise InputError(
                 f"{args.config_file or '<command line>'}: SOLVER.IMS_PER_BATCH = "
                 f"{cfg.SOLVER.IMS_PER_BATCH} does not split over {workers} training processes "
