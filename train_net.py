@@ -22,8 +22,9 @@ from pcsc_d2.engine import (
     configure_amp,
     enable_cpu_distributed_training,
     get_pcsc_cfg,
-    split_cpu_threads,
     make_checkpointer_atomic,
+    split_cpu_threads,
+    train_net_dist_url,
 )
 from pcsc_d2.engine.checkpoint import use_pcsc_checkpoint_hook
 from pcsc_d2.engine.checks import check_train_net_args
@@ -85,7 +86,8 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    args = parser.parse_args()
     logger.info("Command line arguments: %s", args)
     # Config, datasets, class count and weights are checked before any process starts.
     check_train_net_args(args)
@@ -94,6 +96,6 @@ if __name__ == "__main__":
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
+        dist_url=train_net_dist_url(args, parser),
         args=(args,),
     )

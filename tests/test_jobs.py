@@ -56,3 +56,18 @@ def test_cpu_processes_split_the_cores(monkeypatch):
         assert split_cpu_threads(cfg) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_one_machine_jobs_take_a_free_port_unless_one_is_named():
+    """Two multi-process trainings of one user on one machine must not share detectron2's
+    uid-derived default port (the second would die with EADDRINUSE)."""
+    from detectron2.engine import default_argument_parser
+
+    from pcsc_d2.engine import train_net_dist_url
+
+    parser = default_argument_parser()
+    assert train_net_dist_url(parser.parse_args(["--num-gpus", "2"]), parser) == "auto"
+    named = parser.parse_args(["--num-gpus", "2", "--dist-url", "tcp://127.0.0.1:5000"])
+    assert train_net_dist_url(named, parser) == "tcp://127.0.0.1:5000"
+    machines = parser.parse_args(["--num-machines", "2"])
+    assert train_net_dist_url(machines, parser) == parser.get_default("dist_url")

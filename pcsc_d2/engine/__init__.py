@@ -7,6 +7,7 @@ from .defaults import (
     enable_cpu_distributed_training,
     get_pcsc_cfg,
     split_cpu_threads,
+    train_net_dist_url,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "enable_cpu_distributed_training",
     "get_pcsc_cfg",
     "split_cpu_threads",
+    "train_net_dist_url",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "create_ddp_model_cpu_aware",
     "enable_cpu_distributed_training",
     "split_cpu_threads",
+    "train_net_dist_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,3 +125,16 @@ def split_cpu_threads(cfg: CfgNode) -> int:
     if comm.is_main_process():
         logger.info("%d CPU processes: %d thread(s) each", procs, threads)
     return threads
+
+
+def train_net_dist_url(args, parser) -> str:
+    """The rendezvous address of train_net.py's processes.
+
+    detectron2's default ``--dist-url`` is a port derived from the user id only, so two
+    multi-process jobs of one user on one machine (two seeds at once, an ablation beside the
+    tests) collide: the second dies with EADDRINUSE. On one machine, unless the user named an
+    address, take a free port ("auto"); several machines need the address they all agree on.
+    """
+    if args.num_machines == 1 and args.dist_url == parser.get_default("dist_url"):
+        return "auto"
+    return args.dist_url
