@@ -118,3 +118,28 @@ def test_eval_stages_writes_one_evaluation_per_stage(tmp_path):
     for t in (0, 2):
         assert 0.0 <= find_metrics(str(out / f"stage{t}"))["frame_mAP@0.5"] <= 100.0
     assert not (out / "stage1").exists()
+
+
+def test_inputs_are_made_before_any_training_when_absent(tmp_path, monkeypatch):
+    """A fresh clone has neither the converted I3D weights nor the dataset: the ablation makes
+    both (weights first) instead of failing in its first training."""
+    tool = _load_tool()
+    ran = []
+    monkeypatch.setattr(tool, "run", lambda cmd: ran.append(cmd))
+    monkeypatch.setattr(tool, "WEIGHTS", str(tmp_path / "weights" / "i3d.pth"))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    tool.ensure_inputs("balanced", str(tmp_path / "out"), SHARED)
+    assert ran[0][1:] == ["tools/convert_i3d_weights.py", "--output", tool.WEIGHTS]
+    assert ran[1][-2:] == ["--design", "balanced"]
+    assert ran[1][ran[1].index("--out") + 1] == str(tmp_path / "datasets" / "synthetic_balanced")
+
+    # Both present: nothing runs.
+    ran.clear()
+    from pcsc_d2.data.synthetic import DESIGNS as FILES
+
+    os.makedirs(tmp_path / "weights")
+    open(tool.WEIGHTS, "w").close()
+    os.makedirs(tmp_path / "datasets" / "synthetic_balanced")
+    open(tmp_path / "datasets" / "synthetic_balanced" / FILES["balanced"], "w").close()
+    tool.ensure_inputs("balanced", str(tmp_path / "out"), SHARED)
+    assert ran == []

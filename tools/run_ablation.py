@@ -148,13 +148,16 @@ def run_seed(seed: int, out: str, config: str, opts: List[str], budget: str,
     return results
 
 
-def ensure_dataset(design: str, output: str, clips: str) -> None:
-    """Make the design's dataset when it is absent: a synthetic one as the main job does, or the
-    real clips' split (its parts written under ``output/real_parts``)."""
+def ensure_inputs(design: str, output: str, clips: str) -> None:
+    """Make what the trainings read when it is absent, before any of them starts: the Kinetics
+    I3D weights (tools/convert_i3d_weights.py, as the main job does) and the design's dataset, a
+    synthetic one or the real clips' split (its parts written under ``output/real_parts``)."""
     from pcsc_d2.data.synthetic import DESIGNS as SYNTHETIC_FILES
     from pcsc_d2.data.real_split import prepare_real_split
     from pcsc_d2.utils.jobs import synthetic_dataset_command
 
+    if not os.path.isfile(WEIGHTS):
+        run([sys.executable, "tools/convert_i3d_weights.py", "--output", WEIGHTS])
     root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
     os.environ["DETECTRON2_DATASETS"] = root
     if design == "real":
@@ -183,7 +186,7 @@ def main() -> None:
     config, data = DESIGNS[args.design]
     if args.design == "real" and not os.path.isfile(os.path.join(args.clips, "pyannot.pkl")):
         sys.exit(f"error: {args.clips}: no pyannot.pkl (the real clips are not here): skipped")
-    ensure_dataset(args.design, os.path.abspath(args.output), args.clips)
+    ensure_inputs(args.design, os.path.abspath(args.output), args.clips)
     opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
             *args.opts]
     per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), config, opts, args.budget,
@@ -217,7 +220,7 @@ def write_outputs(per_seed: Dict[int, Dict[str, Dict]], folder: str, title: str)
         os.path.join(folder, "ablation.json"), indent=1,
     )
     with atomic_open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write(f"# Ablation on the synthetic benchmark ({title})\n\nPercent; ACT conventions; "
+        f.write(f"# The paper's ablation ({title})\n\nPercent; ACT conventions; "
                 f"mean ± std over seeds {seeds}. Stage rows: one model (4 stages) tested on the "
                 "union of stages 0..t.\n\n" + table + "\n\n## The paper's claims on these "
                 "figures\n\n" + "\n".join(claim_lines) + "\n")
