@@ -48,6 +48,18 @@ def _add_model_config(cfg: CN) -> None:
     # time steps (the paper's: the whole clip's context), or "center", the time step of the
     # key frame (a moving actor is not smeared over its positions in the clip).
     cfg.MODEL.PCSC.TEMPORAL_POOL = "mean"
+    # Pool RoIs and place anchors at the true centres of I3D's feature cells: TF 'SAME' padding
+    # centres the cells of C2..C5 1.5, 3.5, 7.5, 7.5 pixels right of and below where detectron2
+    # assumes them (pcsc_d2.modeling.backbone.grid). Anchors move only with
+    # MODEL.ANCHOR_GENERATOR.NAME "PCSCAnchorGenerator" (Base-PCSC.yaml). Off: detectron2's grid.
+    cfg.MODEL.PCSC.ALIGN_FEATURE_GRID = True
+    # Streams that see only the key frame instead of the K-frame clip, e.g. ["rgb"]: their I3D
+    # runs as on a still video of that frame (temporal taps summed into 2D kernels; about K
+    # times cheaper). Time-averaged features of a clip smear a moving actor over its positions
+    # in the clip, and boxes regressed from them miss where it is at the key frame (README, "Why
+    # the boxes are loose"); the key frame shows it sharp, and the flow stream (and its messages
+    # to RGB) still carries the motion. Not in the paper (its I3D streams both see the clip).
+    cfg.MODEL.PCSC.KEY_FRAME_STREAMS = []
     # Channel reduction factor inside f_l and g_t (1x1 conv -> ReLU -> 1x1 conv).
     cfg.MODEL.PCSC.MESSAGE_REDUCTION = 4
     # T: number of cross-stream cooperation stages after stage 0 (0..4). Odd stages
@@ -129,6 +141,11 @@ def _add_tubes_config(cfg: CN) -> None:
     cfg.TUBES.MIN_LENGTH = 5
     # A tube's score is the mean of its top-k box scores.
     cfg.TUBES.SCORE_TOPK = 40
+    # Boxes of a tube's frames between two matched detections (frames it missed, or frames not
+    # processed with DATASETS.TEST_KEY_FRAME_STRIDE > 1): "repeat" the earlier match's box (Singh
+    # et al.'s released code) or "linear", interpolated between the two matches (a moving actor
+    # is rarely where it was one or two frames before).
+    cfg.TUBES.GAP_FILL = "repeat"
 
     cfg.TUBES.REFINE = CN()
     # Temporal refinement (TR) with the actionness classifiers (off for J-HMDB: trimmed).

@@ -136,7 +136,7 @@ class DelayedDrawer:
     def _items(self, frame: int, linker: OnlineLinker) -> List[Dict]:
         items = []
         for t in linker.live_tubes:
-            box = t.box_at(frame)
+            box = t.box_at(frame, linker.opts.gap_fill)
             if box is not None and len(t.frames) >= self.min_length and (
                     t.score >= self.score_thresh):
                 items.append({"box": np.asarray(box), "label": t.label, "score": t.score})

@@ -243,3 +243,31 @@ def test_golden_kinetics_port():
         np.testing.assert_allclose(flat[g["indices"]], g["values"], atol=1e-4, err_msg=name)
         assert abs(flat.mean() - g["mean"]) < 1e-5, name
         assert abs(np.abs(flat).mean() - g["abs_mean"]) < 1e-5, name
+
+
+def test_still_i3d_is_i3d_on_a_still_video():
+    # I3D on a video that repeats one frame gives, away from the temporal borders, the still
+    # network's output on that frame alone (temporal taps summed, spatial-only pools).
+    torch.manual_seed(0)
+    names = ["Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f"]
+    clip_net = I3D(out_features=names, norm="FrozenBN").eval()
+    still_net = I3D(out_features=names, norm="FrozenBN", still=True).eval()
+    with torch.no_grad():
+        for m in clip_net.modules():  # non-trivial BN statistics
+            if isinstance(m, FrozenBatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        still_net.load_state_dict(clip_net.state_dict())
+        frame = torch.rand(1, 3, 1, 32, 32) * 2 - 1
+        video = clip_net(frame.expand(-1, -1, 64, -1, -1))
+        alone = still_net(frame)
+    for name in names:
+        assert alone[name].shape[2] == 1
+        middle = video[name][:, :, video[name].shape[2] // 2]
+        torch.testing.assert_close(alone[name][:, :, 0], middle, rtol=1e-4, atol=1e-4)
+    # A real clip is not a still video: the clip network sees more than its middle frame.
+    moving = torch.rand(1, 3, 64, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = clip_net(moving)["Mixed_3c"][:, :, 16]
+        ref = still_net(moving[:, :, 32:33])["Mixed_3c"][:, :, 0]
+    assert not torch.allclose(out, ref, atol=1e-2)

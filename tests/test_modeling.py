@@ -318,6 +318,32 @@ def test_temporal_pool_center_takes_the_key_frame_step():
         build_backbone(cfg)
 
 
+def test_key_frame_streams_see_only_the_key_frame():
+    cfg = _cfg(KEY_FRAME_STREAMS=["rgb"])
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg)
+    g = torch.Generator().manual_seed(0)
+    rgb, flow = torch.randn(2, 1, 3, K, H, H, generator=g)
+    still = rgb[:, :, K // 2 : K // 2 + 1].repeat(1, 1, K, 1, 1)  # the (K // 2)-th frame, K times
+    other = rgb.clone()
+    other[:, :, K // 2 + 1 :] = 0  # other frames around the same key frame
+    feats = [backbone.bottom_up_features({"rgb": x, "flow": flow}) for x in (rgb, still, other)]
+    for name in feats[0]["rgb"]:
+        # The RGB stream sees the still key frame whatever the clip holds...
+        assert torch.equal(feats[0]["rgb"][name], feats[1]["rgb"][name])
+        assert torch.equal(feats[0]["rgb"][name], feats[2]["rgb"][name])
+    # ...through a still I3D (same parameters), while the flow stream still sees its clip.
+    assert backbone.bottom_up["rgb"].still and not backbone.bottom_up["flow"].still
+    plain = build_backbone(_cfg())
+    plain.load_state_dict(backbone.state_dict())
+    ref = plain.bottom_up_features({"rgb": rgb, "flow": flow})
+    for name in ref["flow"]:
+        assert torch.equal(ref["flow"][name], feats[0]["flow"][name])
+        assert not torch.allclose(ref["rgb"][name], feats[0]["rgb"][name])
+    with pytest.raises(ValueError, match="KEY_FRAME_STREAMS"):
+        build_backbone(_cfg(KEY_FRAME_STREAMS=["depth"]))
+
+
 def test_stage_unions_in_one_pass_equal_one_run_per_test_stages():
     cfg = _cfg(NUM_STAGES=4)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0

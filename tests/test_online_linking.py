@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pcsc_d2.tubes import LinkingOptions, link_video
-from pcsc_d2.tubes.linking import OnlineLinker
+from pcsc_d2.tubes.linking import GAP_FILLS, OnlineLinker
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "linking_golden.json")
 
@@ -143,3 +143,28 @@ def test_online_linker_running_score_and_errors():
     (tube,) = linker.finish()
     np.testing.assert_array_equal(tube.frames, [1, 2, 3, 4])
     assert tube.score == pytest.approx(0.8)
+
+
+def test_linear_gap_fill_interpolates_between_matches():
+    # An actor moving 4 pixels a frame, detected on frames 1, 3 (stride 2) and 6 (frames 4 and 5
+    # missed or not processed): "repeat" leaves each gap frame where the actor was before,
+    # "linear" puts it where it is.
+    frames = (1, 3, 6)
+    boxes = {f: np.array([[4.0 * f, 10, 4.0 * f + 19, 49]], np.float32) for f in range(1, 7)}
+    tubes = {}
+    for fill in GAP_FILLS:
+        opts = LinkingOptions(min_length=1, gap_fill=fill)
+        linker = OnlineLinker(opts, video="v")
+        for f in frames:
+            linker.step(f, boxes[f], np.array([0.9], np.float32), np.array([2]))
+        (live,) = linker.live_tubes
+        (tubes[fill],) = linker.finish()
+        np.testing.assert_array_equal(tubes[fill].frames, [1, 2, 3, 4, 5, 6])
+        np.testing.assert_array_equal(tubes[fill].matched, [1, 0, 1, 0, 0, 1])
+        for f in range(1, 7):  # the live tube draws what the finished tube will hold
+            np.testing.assert_allclose(live.box_at(f, fill), tubes[fill].boxes[f - 1])
+    np.testing.assert_allclose(tubes["linear"].boxes, np.concatenate(list(boxes.values())))
+    np.testing.assert_allclose(tubes["repeat"].boxes[[1, 3, 4]],
+                               np.concatenate([boxes[1], boxes[3], boxes[3]]))
+    with pytest.raises(ValueError, match="TUBES.GAP_FILL"):
+        LinkingOptions(gap_fill="cubic")

@@ -24,6 +24,7 @@ from .boxes import _gate, box_iou, nms, paired_box_iou
 __all__ = [
     "Tube",
     "LinkingOptions",
+    "GAP_FILLS",
     "box_iou",
     "paired_box_iou",
     "nms",
@@ -97,12 +98,18 @@ class Tube:
         )
 
 
+GAP_FILLS = ("repeat", "linear")
+
+
 @dataclasses.dataclass
 class LinkingOptions:
     """Thresholds of the online linker; the defaults equal the ``TUBES.*`` config keys.
 
     ``order_window`` is the number of most recent matched box scores whose mean orders the
     live tubes at every frame (better tubes choose first); it is not a config key.
+    ``gap_fill`` gives the boxes of a tube's frames between two matches (missed, or not
+    processed with a frame stride): "repeat" the earlier match's box (Singh et al.'s released
+    code) or "linear", interpolated between the two matches.
     """
 
     score_thresh: float = 0.001
@@ -114,11 +121,17 @@ class LinkingOptions:
     min_length: int = 5
     score_topk: int = 40
     order_window: int = 5
+    gap_fill: str = "repeat"
+
+    def __post_init__(self):
+        if self.gap_fill not in GAP_FILLS:
+            raise ValueError(f"TUBES.GAP_FILL must be one of {GAP_FILLS}, got {self.gap_fill!r}")
 
     @classmethod
     def from_config(cls, cfg) -> "LinkingOptions":
         t = cfg.TUBES
         return cls(
+            gap_fill=t.GAP_FILL,
             score_thresh=t.SCORE_THRESH,
             pre_nms_topk=t.PRE_NMS_TOPK,
             nms_thresh=t.NMS_THRESH,
@@ -191,28 +204,39 @@ class LiveTube:
         """The running tube score: mean of the top ``score_topk`` matched scores so far."""
         return self._topk_sum / len(self._topk) if self._topk else 0.0
 
-    def box_at(self, frame: int) -> Optional[List[float]]:
+    def box_at(self, frame: int, gap_fill: str = "repeat") -> Optional[List[float]]:
         """The box at ``frame`` as the finished tube will have it, if already known.
 
-        Frames between two matches repeat the earlier match's box (as :meth:`to_tube` fills
-        them); frames before the first match or after the last one give None.
+        Frames between two matches are filled as :meth:`to_tube` fills them (``gap_fill`` of
+        :class:`LinkingOptions`); frames before the first match or after the last one give None.
         """
         if not self.frames or not self.frames[0] <= frame <= self.frames[-1]:
             return None
-        return self.boxes[bisect.bisect_right(self.frames, frame) - 1]
+        i = bisect.bisect_right(self.frames, frame) - 1
+        if gap_fill == "repeat" or self.frames[i] == frame:
+            return self.boxes[i]
+        a, b = self.frames[i], self.frames[i + 1]
+        w = (frame - a) / (b - a)
+        return [(1 - w) * p + w * q for p, q in zip(self.boxes[i], self.boxes[i + 1])]
 
     def to_tube(self, opts: "LinkingOptions", video: str = "") -> Tube:
         """The finished :class:`Tube`: every frame from the first match to the last, gaps
-        (missed or unprocessed frames) filled with the previous match's box, score and extras;
-        scored by the mean of its top ``score_topk`` matched scores."""
+        (missed or unprocessed frames) filled with the previous match's score and extras and a
+        box as ``opts.gap_fill`` says; scored by the mean of its top ``score_topk`` matched
+        scores."""
         f = np.asarray(self.frames, dtype=np.int64)
         full = np.arange(f[0], f[-1] + 1)
         src = np.searchsorted(f, full, side="right") - 1
         scores = np.asarray(self.scores, dtype=np.float32)
+        boxes = np.asarray(self.boxes, dtype=np.float32)
+        if opts.gap_fill == "linear" and len(f) < len(full):
+            boxes = np.stack([np.interp(full, f, boxes[:, c]) for c in range(4)], 1)
+        else:
+            boxes = boxes[src]
         return Tube(
             label=self.label,
             frames=full,
-            boxes=np.asarray(self.boxes, dtype=np.float32)[src],
+            boxes=boxes.astype(np.float32),
             scores=scores[src],
             score=topk_mean(scores, opts.score_topk),
             extras={k: np.stack(v)[src] for k, v in self.extras.items()},
@@ -428,8 +452,9 @@ def link_video(
 
     Returns:
         Tubes sorted by class then start frame. Gaps inside a tube (frames it missed, or
-        frames that were not processed) are filled by repeating the previous box, its score
-        and extras; the tube score is the mean of the top ``score_topk`` *matched* box scores.
+        frames that were not processed) repeat the previous match's score and extras, and
+        their boxes follow ``opts.gap_fill``; the tube score is the mean of the top
+        ``score_topk`` *matched* box scores.
     """
     extras = extras or {}
     if not (len(frame_ids) == len(boxes) == len(scores) == len(labels)) or any(

@@ -22,7 +22,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-__all__ = ["I3D", "FrozenBatchNorm3d", "tf_same_padding", "build_pcsc_i3d_backbone"]
+__all__ = [
+    "I3D",
+    "FrozenBatchNorm3d",
+    "tf_same_padding",
+    "grid_offsets",
+    "build_pcsc_i3d_backbone",
+]
 
 BN_EPS = 1e-3
 
@@ -87,6 +93,43 @@ def tf_same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def grid_offsets(endpoints: Sequence[str]) -> Dict[str, float]:
+    """Where each endpoint's cells sit in the image, against detectron2's convention.
+
+    detectron2 (RoIAlignV2, anchors) assumes that cell i of a stride-s map is centred at pixel
+    coordinate s * (i + 0.5). TF 'SAME' padding of an even input puts the odd padding pixel at
+    the end, so a strided window of size k starts (k - s) // 2 pixels before its cell instead of
+    (k - s) / 2: every stride-2 layer with k - s odd moves the grid half an input pixel right and
+    down, and the shifts add up. I3D's C2..C5 cells are centred 1.5, 3.5, 7.5 and 7.5 pixels
+    right of (and below) where detectron2 expects them.
+
+    Valid for inputs whose height and width are multiples of the endpoint's stride (every
+    strided layer then sees an even size), which the FPN's size divisibility (32) guarantees.
+
+    Args:
+        endpoints: names in ``ENDPOINTS``.
+
+    Returns:
+        {endpoint: offset in input pixels}: cell i is centred at s * (i + 0.5) + offset.
+    """
+    unknown = [e for e in endpoints if e not in ENDPOINTS]
+    if unknown:
+        raise ValueError(f"unknown I3D endpoints {unknown}; choose from {list(ENDPOINTS)}")
+    # Cell i of the current map is centred at scale * i + centre0 (continuous pixel units,
+    # pixel j spanning [j, j + 1)).
+    scale, centre0, offsets = 1.0, 0.5, {}
+    for name, kind, args in _LAYERS:
+        if kind != "mixed":  # Inception blocks: stride 1, odd kernels, centred windows
+            spatial = (args[2], args[3]) if kind == "conv" else (args[0], args[1])
+            kernel, stride = spatial[0][1], spatial[1][1]  # (T, H, W): H, as W is the same
+            before = max(kernel - stride, 0) // 2  # tf_same_padding of an even size
+            centre0 += scale * ((kernel - 1) / 2 - before)
+            scale *= stride
+        if name in endpoints:
+            offsets[name] = centre0 - scale / 2
+    return offsets
 
 
 def _same_padding(
@@ -202,6 +245,8 @@ class Unit3D(nn.Module):
     def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), norm: str = "BN"):
         super().__init__()
         self.kernel, self.stride = tuple(kernel), tuple(stride)
+        # Set by I3D(still=True): see I3D.
+        self.still = False
         self.conv = nn.Conv3d(cin, cout, self.kernel, self.stride, bias=False)
         if norm == "FrozenBN":
             self.bn = FrozenBatchNorm3d(cout)
@@ -213,16 +258,19 @@ class Unit3D(nn.Module):
             raise ValueError(f"I3D norm must be 'BN' or 'FrozenBN', got {norm!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        symmetric, pads = _same_padding(x, self.kernel, self.stride)
+        kernel, stride, weight = self.kernel, self.stride, self.conv.weight
+        if self.still:  # every frame alone: the temporal taps see the same frame
+            kernel, stride = (1,) + kernel[1:], (1,) + stride[1:]
+            weight = weight.sum(dim=2, keepdim=True)
+        symmetric, pads = _same_padding(x, kernel, stride)
         if not symmetric and any(pads):
             x = F.pad(x, pads)
         padding = symmetric or (0, 0, 0)
         if isinstance(self.bn, FrozenBatchNorm3d):
             scale, shift = self.bn.scale_shift()
-            weight = self.conv.weight * scale.view(-1, 1, 1, 1, 1)
-            y = conv3d(x, weight, shift, self.stride, padding)
+            y = conv3d(x, weight * scale.view(-1, 1, 1, 1, 1), shift, stride, padding)
         else:
-            y = self.bn(conv3d(x, self.conv.weight, None, self.stride, padding))
+            y = self.bn(conv3d(x, weight, None, stride, padding))
         return F.relu(y, inplace=True)
 
 
@@ -270,14 +318,19 @@ class MaxPool3dSame(nn.Module):
     def __init__(self, kernel, stride):
         super().__init__()
         self.kernel, self.stride = tuple(kernel), tuple(stride)
+        # Set by I3D(still=True): pool over space only.
+        self.still = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        implicit = same_pool_args(x.shape[2:], self.kernel, self.stride)
+        kernel, stride = self.kernel, self.stride
+        if self.still:
+            kernel, stride = (1,) + kernel[1:], (1,) + stride[1:]
+        implicit = same_pool_args(x.shape[2:], kernel, stride)
         if implicit is not None:
             padding, ceil_mode = implicit
-            return F.max_pool3d(x, self.kernel, self.stride, padding, ceil_mode=ceil_mode)
-        _, pads = _same_padding(x, self.kernel, self.stride)
-        return F.max_pool3d(F.pad(x, pads), self.kernel, self.stride)
+            return F.max_pool3d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+        _, pads = _same_padding(x, kernel, stride)
+        return F.max_pool3d(F.pad(x, pads), kernel, stride)
 
 
 class InceptionBlock(nn.Module):
@@ -315,7 +368,8 @@ class I3D(Backbone):
     """I3D trunk returning 5-D endpoint features.
 
     Input: (N, 3, T, H, W), already normalised to [-1, 1] (RGB, or Brox-style flow images).
-    Output: {endpoint: (N, C, ceil(T / ts), ceil(H / s), ceil(W / s))} for ``out_features``.
+    Output: {endpoint: (N, C, ceil(T / ts), ceil(H / s), ceil(W / s))} for ``out_features``
+    (T steps, ts = 1, when ``still``).
     """
 
     def __init__(
@@ -324,6 +378,7 @@ class I3D(Backbone):
         out_features: Sequence[str] = ("Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c"),
         freeze_at: int = 0,
         norm: str = "BN",
+        still: bool = False,
     ):
         """
         Args:
@@ -331,6 +386,10 @@ class I3D(Backbone):
             freeze_at: 0 = train everything; n >= 1 freezes the units up to
                 ["Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f"][n-1].
             norm: "BN" or "FrozenBN" (fixed statistics, the usual choice for detection).
+            still: see every frame alone, as I3D sees a still video of it (a frame repeated
+                indefinitely): each convolution's temporal taps summed into one 2D kernel,
+                the max-pools spatial only. The same parameters; a (N, 3, 1, H, W) key frame
+                costs what one time step of a 2D network does.
         """
         super().__init__()
         unknown = [f for f in out_features if f not in ENDPOINTS]
@@ -353,6 +412,10 @@ class I3D(Backbone):
         self._out_feature_channels = {f: ENDPOINTS[f][0] for f in self._out_features}
         self._out_feature_strides = {f: ENDPOINTS[f][1] for f in self._out_features}
         self.temporal_strides = {f: ENDPOINTS[f][2] for f in self._out_features}
+        self.still = still
+        for m in self.modules():
+            if isinstance(m, (Unit3D, MaxPool3dSame)):
+                m.still = still
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> "I3D":

@@ -1,6 +1,6 @@
 """The two-stream I3D-FPN backbone of PCSC with image-level message passing Flow -> RGB."""
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -57,6 +57,7 @@ class PCSCTwoStreamBackbone(Backbone):
         message_passing: bool = True,
         message_reduction: int = 4,
         temporal_pool: str = "mean",
+        key_frame_streams: Sequence[str] = (),
     ):
         """
         Args:
@@ -70,6 +71,10 @@ class PCSCTwoStreamBackbone(Backbone):
             message_reduction: channel reduction inside f_l.
             temporal_pool: how each C_l becomes a 2D map of the key frame: "mean" over its time
                 steps (the paper's), or "center", the time step of the key frame.
+            key_frame_streams: streams that see only the key frame (the (K // 2)-th of the
+                clip), through a still I3D (``I3D(still=True)``: I3D on a still video of that
+                frame): the actor where it is at the key frame, not smeared over its positions
+                in the clip. Their bottom-up networks must be built still.
         """
         super().__init__()
         streams = [s for s in STREAMS if s in bottom_up]
@@ -85,6 +90,16 @@ class PCSCTwoStreamBackbone(Backbone):
                 f"MODEL.PCSC.TEMPORAL_POOL must be one of {TEMPORAL_POOLS}, got {temporal_pool!r}"
             )
         self.temporal_pool = temporal_pool
+        unknown = [k for k in key_frame_streams if k not in streams]
+        if unknown:
+            raise ValueError(
+                f"MODEL.PCSC.KEY_FRAME_STREAMS {list(key_frame_streams)} names streams the model "
+                f"does not have; its streams are {streams}"
+            )
+        self.key_frame_streams = list(key_frame_streams)
+        for k in self.key_frame_streams:
+            if not getattr(bottom_up[k], "still", False):
+                raise ValueError(f"the '{k}' stream sees the key frame only: build its I3D still")
         shapes = bottom_up[streams[0]].output_shape()
         missing = [f for f in self.in_features if f not in shapes]
         if missing:
@@ -130,6 +145,7 @@ class PCSCTwoStreamBackbone(Backbone):
                 out_features=list(cfg.MODEL.I3D.OUT_FEATURES),
                 freeze_at=cfg.MODEL.I3D.FREEZE_AT,
                 norm=cfg.MODEL.I3D.NORM,
+                still=s in cfg.MODEL.PCSC.KEY_FRAME_STREAMS,
             )
             for s in streams
         }
@@ -142,6 +158,7 @@ class PCSCTwoStreamBackbone(Backbone):
             "message_passing": cfg.MODEL.PCSC.MESSAGE_PASSING,
             "message_reduction": cfg.MODEL.PCSC.MESSAGE_REDUCTION,
             "temporal_pool": cfg.MODEL.PCSC.TEMPORAL_POOL,
+            "key_frame_streams": list(cfg.MODEL.PCSC.KEY_FRAME_STREAMS),
         }
 
     @property
@@ -163,8 +180,12 @@ class PCSCTwoStreamBackbone(Backbone):
         for s in self.streams:
             if s not in clips:
                 raise KeyError(f"the backbone needs a '{s}' clip, got {list(clips)}")
-            out = self.bottom_up[s](clips[s])
-            num_frames = clips[s].shape[2]
+            clip = clips[s]
+            if s in self.key_frame_streams:  # its I3D is still: it sees the key frame alone
+                key = clip.shape[2] // 2
+                clip = clip[:, :, key : key + 1]
+            num_frames = clip.shape[2]
+            out = self.bottom_up[s](clip)
             feats[s] = {f: self._to_key_frame(out[f], num_frames) for f in self.in_features}
         if self.message_passing:
             feats["rgb"] = {

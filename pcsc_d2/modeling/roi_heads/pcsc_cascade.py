@@ -14,6 +14,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
+from ..backbone.grid import fpn_grid_offsets
 from .cooperation import (
     STREAMS,
     CooperationStage,
@@ -214,6 +215,7 @@ class PCSCCascadeROIHeads(ROIHeads):
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+            level_offsets=[fpn_grid_offsets(cfg)[f] for f in in_features],
         )
         pooled_shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
         streams = [s for s in STREAMS if s in cfg.MODEL.PCSC.STREAMS]

@@ -124,14 +124,27 @@ def fast_roi_align(
 class PCSCROIPooler(ROIPooler):
     """detectron2's multi-level ROIPooler (RoIAlign / RoIAlignV2), with :func:`fast_roi_align`.
 
-    Same constructor, same outputs. Use :meth:`pool_many` to pool several feature pyramids at the
-    same boxes: the boxes are assigned to levels once.
+    Same constructor, same outputs, plus ``level_offsets``: where a level's cells are not centred
+    at s * (i + 0.5) but ``offset`` pixels further right and down (I3D's grids, see
+    :mod:`pcsc_d2.modeling.backbone.grid`), its boxes are moved by -offset before pooling, so that
+    the pooled window covers the box. Use :meth:`pool_many` to pool several feature pyramids at
+    the same boxes: the boxes are assigned to levels once.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, level_offsets: Sequence[float] = (), **kwargs):
+        """
+        Args:
+            args, kwargs: as for detectron2's ROIPooler.
+            level_offsets: per level (finest first), pixels; empty: all 0 (detectron2's grid).
+        """
         super().__init__(*args, **kwargs)
         if not all(isinstance(p, ROIAlign) for p in self.level_poolers):
             raise ValueError("PCSCROIPooler supports the ROIAlign and ROIAlignV2 pooler types")
+        if level_offsets and len(level_offsets) != len(self.level_poolers):
+            raise ValueError(
+                f"{len(level_offsets)} grid offsets for {len(self.level_poolers)} pooler levels"
+            )
+        self.level_offsets = [float(o) for o in level_offsets] or [0.0] * len(self.level_poolers)
 
     def forward(self, x: List[torch.Tensor], box_lists: List[Boxes]) -> torch.Tensor:
         """As ROIPooler.forward: (M, C, S, S) features of the M boxes of all images."""
@@ -172,8 +185,11 @@ class PCSCROIPooler(ROIPooler):
                 inds = nonzero_tuple(levels == level)[0]
                 if len(inds) == 0:
                     continue
+                level_rois = rois[inds]
+                if self.level_offsets[level]:
+                    level_rois[:, 1:] -= self.level_offsets[level]
                 pooled = fast_roi_align(
-                    x[level], rois[inds].to(x[level].dtype), pooler.output_size,
+                    x[level], level_rois.to(x[level].dtype), pooler.output_size,
                     pooler.spatial_scale, pooler.sampling_ratio, pooler.aligned,
                 )
                 out.index_put_((inds,), pooled)
