@@ -105,6 +105,34 @@ def test_extraction_resumes_with_the_unfinished_videos(setup, tmp_path):
     assert idle.frames == []
 
 
+def test_processes_share_the_videos_out_and_cache_what_one_process_does(setup, tmp_path,
+                                                                         monkeypatch):
+    """tools/train_actionness.py --num-gpus 2: each process runs whole videos of its own (the
+    linking needs all of a video's frames), none is run twice, and the cache is the same as one
+    process writes."""
+    from detectron2.utils import comm
+
+    cfg, model = setup
+    videos = get_split_annotations(DATASET)["videos"]
+    alone = str(tmp_path / "alone")
+    extract_actionness_samples(cfg, model, DATASET, alone)
+    shared = str(tmp_path / "shared")
+    runs = []
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_rank", lambda r=rank: r)
+        counting = _CountingModel(model)
+        extract_actionness_samples(cfg, counting, DATASET, shared)
+        runs.append(counting.frames)
+    assert [{v for v, _ in frames} for frames in runs] == [{videos[0]}, {videos[1]}]
+    assert [len(frames) for frames in runs] == [8, 8]  # every key frame of its video, once
+    for video in videos:
+        one, two = np.load(_sample_file(alone, video)), np.load(_sample_file(shared, video))
+        for key in ("classes", "labels"):
+            np.testing.assert_array_equal(one[key], two[key])
+        np.testing.assert_allclose(one["features"], two["features"], rtol=1e-5, atol=1e-6)
+
+
 def test_train_actionness_writes_a_checkpoint_with_a_trained_head(setup, tmp_path):
     cfg, model = setup
     before = {k: v.clone() for k, v in model.actionness_head.state_dict().items()}

@@ -13,6 +13,9 @@ def test_tr_eval_command_turns_tr_on_and_lets_last_opts_override_it():
     refine = [i for i, x in enumerate(cmd) if x == "TUBES.REFINE.ENABLED"]
     assert [cmd[i + 1] for i in refine] == ["True", "False"]
     assert cmd.index("SEED") < cmd.index("OUTPUT_DIR")
+    assert "--num-gpus" not in cmd
+    two = tr_eval_command("py", "c.yaml", "out", "tr.pth", procs=2)
+    assert two[4:7] == ["--eval-only", "--num-gpus", "2"]
 
 
 def test_train_procs_default_splits_two_cores_and_never_exceeds_them(monkeypatch):

@@ -13,8 +13,10 @@ stopped (training itself resumes from its last checkpoint):
    floor to beat (all 0.0 so far, so not run by default);
 4. train PCSC (``train_net.py --num-gpus N``: N CPU processes of cores // N threads each, 2 on
    a machine with 2 or more cores; see ``--train-procs``);
-5. train the actionness classifiers of temporal refinement (``tools/train_actionness.py``);
-6. evaluate, with and without TR (``train_net.py --eval-only``);
+5. train the actionness classifiers of temporal refinement (``tools/train_actionness.py``, the
+   detector's runs in as many processes as training);
+6. evaluate, with and without TR (``train_net.py --eval-only``, in as many processes as
+   training);
 7. write results.md / results.json, tubes.gif (test tubes drawn on two test videos) and
    tubes.png (a few of its frames).
 """
@@ -171,10 +173,12 @@ def main() -> None:
          "--resume", *opts, "OUTPUT_DIR", pcsc,
          "MODEL.WEIGHTS", WEIGHTS, *NO_EVAL]))
     step("train_actionness", os.path.join(tr, "model_tr.pth"), lambda: run(
-        [py, "tools/train_actionness.py", "--config-file", cfg_file, *opts, "OUTPUT_DIR", tr,
+        [py, "tools/train_actionness.py", "--config-file", cfg_file,
+         "--num-gpus", str(args.train_procs), *opts, "OUTPUT_DIR", tr,
          "MODEL.WEIGHTS", os.path.join(pcsc, "model_final.pth")]))
     step("evaluate", evaluation, lambda: run(
-        tr_eval_command(py, cfg_file, evaluation, os.path.join(tr, "model_tr.pth"), opts)))
+        tr_eval_command(py, cfg_file, evaluation, os.path.join(tr, "model_tr.pth"), opts,
+                        procs=args.train_procs)))
     step("render", os.path.join(out, "tubes.png"), lambda: render_tubes(
         evaluation, synth, os.path.join(out, "tubes.gif"), gt_file=gt_file))
 

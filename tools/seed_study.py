@@ -53,7 +53,8 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
         if not has_metrics(folder):
             run_command(tr_eval_command(
                 sys.executable, config_file, folder, os.path.join(out, "tr", "model_tr.pth"),
-                [*opts, "SEED", str(seed)], test_opts), cwd=ROOT)
+                [*opts, "SEED", str(seed)], test_opts, procs=min(2, os.cpu_count() or 1)),
+                cwd=ROOT)
         metrics = find_metrics(folder)
         results[f"PCSC [{name}]"] = metrics_row(metrics, keys=REPORT_METRICS)
         results[f"PCSC + TR [{name}]"] = metrics_row(metrics, tr=True, keys=REPORT_METRICS)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import tqdm
 from detectron2.data import MetadataCatalog
+from detectron2.utils import comm
 
 from pcsc_d2.data.datasets import load_action_dataset, get_split_annotations
 from pcsc_d2.structures import d2_to_gt
@@ -68,6 +69,8 @@ def _link_and_label(video: str, per_frame: Dict[int, Dict], gttubes: Dict, opts)
 def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> None:
     """Run the detector over the videos of ``dataset_name`` and cache labelled tube boxes.
 
+    In a group of processes (detectron2's ``comm``), each runs its share of the videos.
+
     Args:
         cfg: the config (TUBES.* for linking, TUBES.REFINE.TRAIN_FRAME_STRIDE, INPUT.*).
         model: the detector, built with MODEL.PCSC.OUTPUT_FEATURES = True.
@@ -80,11 +83,15 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
         meta.dataset_root, meta.gt_file, meta.split, meta.is_train, meta.layout,
         cfg.INPUT.NUM_FRAMES, cfg.TUBES.REFINE.TRAIN_FRAME_STRIDE, annotated_only=False,
     )
-    todo = [d for d in dicts if not os.path.isfile(_sample_file(folder, d["video"]))]
+    # Several processes (tools/train_actionness.py --num-gpus N) share the videos out, the same
+    # way whatever is cached already.
+    mine = set(sorted({d["video"] for d in dicts})[comm.get_rank():: comm.get_world_size()])
+    todo = [d for d in dicts
+            if d["video"] in mine and not os.path.isfile(_sample_file(folder, d["video"]))]
     remaining = collections.Counter(d["video"] for d in todo)
     logger.info(
-        "TR samples: %d videos cached, %d key frames of %d videos to run",
-        len({d["video"] for d in dicts}) - len(remaining), len(todo), len(remaining),
+        "TR samples: %d key frames of %d videos to run in this process (of %d)",
+        len(todo), len(remaining), comm.get_world_size(),
     )
     if not todo:
         return
@@ -92,7 +99,8 @@ def extract_actionness_samples(cfg, model, dataset_name: str, folder: str) -> No
     opts = LinkingOptions.from_config(cfg)
     model.eval()
     per_video: Dict[str, Dict[int, Dict[str, np.ndarray]]] = collections.defaultdict(dict)
-    with tqdm.tqdm(total=len(todo), desc="TR: detector on training videos") as progress:
+    with tqdm.tqdm(total=len(todo), desc="TR: detector on training videos",
+                   disable=not comm.is_main_process()) as progress:
         for inputs in loader:
             for inp, out in zip(inputs, model(inputs)):
                 video = inp["video"]
@@ -148,10 +156,13 @@ def train_actionness(cfg, model, dataset_name: str, output_dir: str) -> str:
         output_dir: where the cache and ``model_tr.pth`` go.
 
     Returns:
-        the path of the saved checkpoint.
+        the path of the saved checkpoint (written by the main process of a group).
     """
     folder = os.path.join(output_dir, "actionness_samples")
     extract_actionness_samples(cfg, model, dataset_name, folder)
+    comm.synchronize()  # every process's videos are cached; the main process trains
+    if not comm.is_main_process():
+        return os.path.join(output_dir, "model_tr.pth")
     seed = cfg.SEED if cfg.SEED >= 0 else 0
     r = cfg.TUBES.REFINE
     train_videos, val_videos = split_videos(

@@ -56,14 +56,17 @@ def build_pcsc_test_loader(
 
     Args:
         cfg: the config.
-        dataset_name: a registered split (its dicts are loaded from the catalog) ...
-        dataset: ... or the dataset dicts themselves (e.g. the key frames still to run).
+        dataset_name: a registered split (its dicts are loaded from the catalog; in a group of
+            processes each loads its share, detectron2's InferenceSampler) ...
+        dataset: ... or the dataset dicts themselves (e.g. the key frames still to run), all of
+            them, in order, whatever the process group: the caller shares them out.
     """
     mapper = PCSCClipMapper(cfg, is_train=False)
     batch_size = cfg.TEST.PCSC.BATCH_SIZE
     if dataset is not None:
         return build_detection_test_loader(
-            dataset, mapper=mapper, batch_size=batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS
+            dataset, mapper=mapper, batch_size=batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS,
+            sampler=torch.utils.data.SequentialSampler(dataset),
         )
     return build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=batch_size)
 
