@@ -10,7 +10,8 @@ Prints, in one run:
   as ``train_net.py --num-gpus N`` trains on a CPU); with ``--compare REV`` the same
   measurements of the code at git revision REV, interleaved with the working tree's in the same
   run, and the speed-up;
-- with ``--kernels``, where the time goes and how fast the convolution and GEMM kernels run.
+- with ``--kernels``, where the time goes (each of ``--modes``) and how fast the convolution and
+  GEMM kernels run at inference.
 
 Random uint8 clips (K frames at HxW, both streams), one GT box per key frame, a randomly
 initialised model unless ``--weights`` is given. A randomly initialised model sends few boxes
@@ -274,15 +275,17 @@ def _matmul_peak(args, dtypes, queue) -> None:
     queue.put(out)
 
 
-def _kernels(args, num_stages: int, queue) -> None:
-    """Child process: profiler self-time by kernel class at inference."""
+def _kernels(args, num_stages: int, mode: str, queue) -> None:
+    """Child process: profiler self-time by kernel class, at inference or for a training step."""
+    from detectron2.utils.events import EventStorage
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(args.threads)
     model = _build(args, num_stages, ROOT)
     inputs = _inputs(args)
-    model.eval()
-    step = _step_fn(args, model, inputs, "inference")
+    model.train(mode == "train")
+    storage = EventStorage(0).__enter__()  # the training losses log to it
+    step = _step_fn(args, model, inputs, mode)
     step()
     cuda = args.device.startswith("cuda")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -294,9 +297,13 @@ def _kernels(args, num_stages: int, queue) -> None:
     events = prof.key_averages()
     total = sum(getattr(e, attr) for e in events)
     kinds = {"conv": 0.0, "gemm": 0.0}
+    if mode == "train":
+        kinds["conv backward"] = 0.0
     for e in events:
         name = e.key.lower()
-        if "conv" in name and "backward" not in name:
+        if "conv" in name and "backward" in name and mode == "train":
+            kinds["conv backward"] += getattr(e, attr)
+        elif "conv" in name and "backward" not in name:
             kinds["conv"] += getattr(e, attr)
         elif any(k in name for k in ("addmm", "::mm", "gemm", "matmul")):
             kinds["gemm"] += getattr(e, attr)
@@ -309,6 +316,7 @@ def _kernels(args, num_stages: int, queue) -> None:
     }
     if cuda:
         syncs["device-to-host copies"] = sum(e.count for e in events if "DtoH" in e.key)
+    storage.__exit__(None, None, None)
     queue.put(
         (
             {k: v / 1e6 / args.iters for k, v in kinds.items()},
@@ -414,7 +422,9 @@ def main(argv=None) -> None:
                 _print_macs(num_stages, parts, train_macs)
             _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
             if args.kernels:
-                _kernel_table(ctx, args, num_stages, fp32_peak, None if args.no_flops else by_op)
+                for mode in args.modes:
+                    _kernel_table(ctx, args, num_stages, mode, fp32_peak,
+                                  None if args.no_flops or mode == "train" else by_op)
     finally:
         for label, tree in codes.items():
             if tree != ROOT:
@@ -456,9 +466,9 @@ def _time_table(ctx, args, num_stages, codes, train_macs, infer_macs, fp32_peak)
         print(f"   (fp32 peak for these rows, the highest reading so far: {fp32_peak:.1f} GFLOP/s)")
 
 
-def _kernel_table(ctx, args, num_stages, fp32_peak, by_op) -> None:
-    kinds, total, top, syncs = _run(ctx, _kernels, args, num_stages)
-    print(f"\nInference kernels, T={num_stages}: {total:.3f} s per iteration (profiled)")
+def _kernel_table(ctx, args, num_stages, mode, fp32_peak, by_op) -> None:
+    kinds, total, top, syncs = _run(ctx, _kernels, args, num_stages, mode)
+    print(f"\n{mode.capitalize()} kernels, T={num_stages}: {total:.3f} s per iteration (profiled)")
     for kind, seconds in kinds.items():
         line = f"  {kind:>4}: {seconds:.3f} s ({100 * seconds / total:.0f}%)"
         if by_op:

@@ -42,3 +42,28 @@ def test_mabo_by_step_per_class():
     assert out["exact"]["mabo"] == pytest.approx(100.0)
     assert out["half"]["per_class"] == pytest.approx({"Right": 50.0, "Still": 0.0})
     assert out["half"]["mabo"] == pytest.approx(25.0)
+
+
+def test_report_draws_one_panel_per_model(tmp_path):
+    import importlib.util
+    import os
+
+    import matplotlib.image
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "box_quality_tool", os.path.join(root, "tools", "box_quality.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    gt, right, still = _gt()
+    steps = {"rgb_s0": {("v", f): right[f - 1 : f, 1:] for f in range(1, 11)},
+             "final": {("v", f): still[f - 1 : f, 1:] for f in range(1, 11)}}
+    result = {"mabo": mabo_by_step(gt, steps), "motion": motion_offsets(gt, steps["final"])}
+    text = tool.write_report(result, str(tmp_path / "one"), "key frame")
+    assert "| final   |     50 |       0 |     100 |" in text  # Right missed, Still exact
+    widths = []
+    for name, overlays in (("one", []), ("two", [("clip", result)])):
+        os.makedirs(tmp_path / name, exist_ok=True)
+        tool.write_report(result, str(tmp_path / name), "key frame", overlays)
+        widths.append(matplotlib.image.imread(str(tmp_path / name / "box_quality.png")).shape[1])
+    assert widths[1] > 1.8 * widths[0]  # a second panel as wide as the first
