@@ -8,8 +8,8 @@ Runs the frozen detector over the training videos, links tubes, labels their box
 GT (IoU > 0.5 with a GT box of the tube's class), trains one binary classifier per class and
 writes OUTPUT_DIR/model_tr.pth (detector + head). With ``--num-gpus N`` N processes share the
 videos out (GPUs, or on a CPU the cores split between them, as train_net.py does), then the main
-one trains. Interrupted? Run the same command again: the videos already processed are cached. Evaluate with
-``train_net.py --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_tr.pth
+one trains. Interrupted? Run the same command again: the videos already processed are cached.
+Evaluate with ``train_net.py --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_tr.pth
 MODEL.PCSC.ACTIONNESS.ENABLED True TUBES.REFINE.ENABLED True``.
 """
 import argparse
