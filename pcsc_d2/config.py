@@ -54,11 +54,12 @@ def _add_model_config(cfg: CN) -> None:
     # MODEL.ANCHOR_GENERATOR.NAME "PCSCAnchorGenerator" (Base-PCSC.yaml). Off: detectron2's grid.
     cfg.MODEL.PCSC.ALIGN_FEATURE_GRID = True
     # Streams that see only the key frame instead of the K-frame clip, e.g. ["rgb"]: their I3D
-    # runs as on a still video of that frame (temporal taps summed into 2D kernels; about K
-    # times cheaper). Time-averaged features of a clip smear a moving actor over its positions
-    # in the clip, and boxes regressed from them miss where it is at the key frame (README, "Why
-    # the boxes are loose"); the key frame shows it sharp, and the flow stream (and its messages
-    # to RGB) still carries the motion. Not in the paper (its I3D streams both see the clip).
+    # runs as on a still video of that frame (temporal taps summed into 2D kernels; one time
+    # step per layer, where a K = 8 clip has 4 in the early layers). Time-averaged features of
+    # a clip smear a moving actor over its positions in the clip, and boxes regressed from them
+    # miss its extent at the key frame (README, "Why the boxes were loose"); the key frame shows
+    # it sharp, and the flow stream (and its messages to RGB) still carries the motion. Not in
+    # the paper (its I3D streams both see the clip), so off by default.
     cfg.MODEL.PCSC.KEY_FRAME_STREAMS = []
     # Channel reduction factor inside f_l and g_t (1x1 conv -> ReLU -> 1x1 conv).
     cfg.MODEL.PCSC.MESSAGE_REDUCTION = 4
