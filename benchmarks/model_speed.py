@@ -284,15 +284,15 @@ def _kernels(args, num_stages: int, mode: str, queue) -> None:
     model = _build(args, num_stages, ROOT)
     inputs = _inputs(args)
     model.train(mode == "train")
-    storage = EventStorage(0).__enter__()  # the training losses log to it
     step = _step_fn(args, model, inputs, mode)
-    step()
     cuda = args.device.startswith("cuda")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
-        for _ in range(args.iters):
-            step()
-        _sync(args.device)
+    with EventStorage(0):  # the training losses log to it
+        step()
+        with profile(activities=acts) as prof:
+            for _ in range(args.iters):
+                step()
+            _sync(args.device)
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = prof.key_averages()
     total = sum(getattr(e, attr) for e in events)
@@ -316,7 +316,6 @@ def _kernels(args, num_stages: int, mode: str, queue) -> None:
     }
     if cuda:
         syncs["device-to-host copies"] = sum(e.count for e in events if "DtoH" in e.key)
-    storage.__exit__(None, None, None)
     queue.put(
         (
             {k: v / 1e6 / args.iters for k, v in kinds.items()},

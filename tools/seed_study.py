@@ -43,7 +43,7 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
         results = json.load(f)
     # Both trimming rules of TR, from the same evaluation (TUBES.REFINE.MODE picks the default).
     from pcsc_d2.evaluation.results import REPORT_METRICS, find_metrics, has_metrics, metrics_row
-    from pcsc_d2.utils.jobs import run_command, tr_eval_command
+    from pcsc_d2.utils.jobs import default_train_procs, run_command, tr_eval_command
 
     metrics = find_metrics(os.path.join(out, "eval"))
     for rule in RULES:
@@ -53,7 +53,7 @@ def run_seed(seed: int, output: str, config_file: str, design: str, opts: List[s
         if not has_metrics(folder):
             run_command(tr_eval_command(
                 sys.executable, config_file, folder, os.path.join(out, "tr", "model_tr.pth"),
-                [*opts, "SEED", str(seed)], test_opts, procs=min(2, os.cpu_count() or 1)),
+                [*opts, "SEED", str(seed)], test_opts, procs=default_train_procs()),
                 cwd=ROOT)
         metrics = find_metrics(folder)
         results[f"PCSC [{name}]"] = metrics_row(metrics, keys=REPORT_METRICS)

@@ -236,7 +236,7 @@ class LiveTube:
         return Tube(
             label=self.label,
             frames=full,
-            boxes=boxes.astype(np.float32),
+            boxes=boxes.astype(np.float32, copy=False),
             scores=scores[src],
             score=topk_mean(scores, opts.score_topk),
             extras={k: np.stack(v)[src] for k, v in self.extras.items()},

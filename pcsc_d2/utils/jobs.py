@@ -6,7 +6,13 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["StepRunner", "add_train_procs_argument", "run_command", "tr_eval_command"]
+__all__ = [
+    "StepRunner",
+    "add_train_procs_argument",
+    "default_train_procs",
+    "run_command",
+    "tr_eval_command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +39,18 @@ def tr_eval_command(
             "MODEL.PCSC.ACTIONNESS.ENABLED", "True", "TUBES.REFINE.ENABLED", "True", *last_opts]
 
 
+def default_train_procs() -> int:
+    """Processes of the CPU jobs: 2, or 1 on a one-core machine."""
+    return min(2, len(os.sched_getaffinity(0)))
+
+
 def add_train_procs_argument(parser) -> None:
     """``--train-procs N`` of the CPU jobs: train_net.py --num-gpus N, the cores split between
     the processes (see pcsc_d2.engine.split_cpu_threads). Default 2, or 1 on a one-core machine:
     on 2 cores two processes of one thread train the synthetic config 1.2-1.5x faster than one
     process of two threads (README, Speed)."""
     parser.add_argument(
-        "--train-procs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+        "--train-procs", type=int, default=default_train_procs(),
         help="training processes (train_net.py --num-gpus); SOLVER.IMS_PER_BATCH must divide by "
         "it (default: 2, or 1 on a one-core machine)",
     )

@@ -205,6 +205,7 @@ class PCSCCascadeROIHeads(ROIHeads):
     @classmethod
     def _init_box_heads(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        offsets = fpn_grid_offsets(cfg)
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
@@ -215,7 +216,7 @@ class PCSCCascadeROIHeads(ROIHeads):
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
-            level_offsets=[fpn_grid_offsets(cfg)[f] for f in in_features],
+            level_offsets=[offsets[f] for f in in_features],
         )
         pooled_shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
         streams = [s for s in STREAMS if s in cfg.MODEL.PCSC.STREAMS]
