@@ -1,4 +1,5 @@
 """The I3D port: TF-SAME padding, shapes, freezing, safe weight loading and the golden values."""
+import copy
 import io
 import json
 import os
@@ -271,3 +272,79 @@ def test_still_i3d_is_i3d_on_a_still_video():
         out = clip_net(moving)["Mixed_3c"][:, :, 16]
         ref = still_net(moving[:, :, 32:33])["Mixed_3c"][:, :, 0]
     assert not torch.allclose(out, ref, atol=1e-2)
+
+
+def test_folded_weights_are_kept_only_while_weights_and_statistics_stay():
+    # Without gradients a unit keeps its BN-folded weight between calls; a change to the
+    # weight (an optimizer step), to a BN buffer (a checkpoint load) or to `still` is seen at
+    # the next call, and the kept weight gives what folding anew gives.
+    torch.manual_seed(0)
+    net = I3D(out_features=["Conv3d_2c_3x3"], norm="FrozenBN").eval()
+    unit = net.Conv3d_2c_3x3
+    x = torch.rand(1, 3, 4, 32, 32)
+
+    def fresh() -> torch.Tensor:
+        # The same network folding anew, on a copy with nothing kept: nothing of ``net`` runs
+        # between its cached calls.
+        clone = copy.deepcopy(net)
+        for m in clone.modules():
+            if hasattr(m, "_fold_cache"):
+                m._fold_cache = None
+        with torch.no_grad():
+            return clone(x)["Conv3d_2c_3x3"]
+
+    with torch.no_grad():
+        first = net(x)["Conv3d_2c_3x3"]
+        kept = unit._fold_cache[2]
+        torch.testing.assert_close(net(x)["Conv3d_2c_3x3"], first, rtol=0, atol=0)
+        assert unit._fold_cache[2] is kept  # reused, not folded again
+    torch.testing.assert_close(first, fresh(), rtol=0, atol=0)
+
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # as an optimizer step does, in place
+    with torch.no_grad():
+        stepped = net(x)["Conv3d_2c_3x3"]
+    assert not torch.allclose(stepped, first, atol=1e-3)
+    torch.testing.assert_close(stepped, fresh(), rtol=0, atol=0)
+
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["Conv3d_2c_3x3.bn.running_var"] *= 4.0
+    net.load_state_dict(state)
+    with torch.no_grad():
+        loaded = net(x)["Conv3d_2c_3x3"]
+    assert not torch.allclose(loaded, stepped, atol=1e-3)
+    torch.testing.assert_close(loaded, fresh(), rtol=0, atol=0)
+
+    net.Conv3d_2c_3x3.still = True
+    with torch.no_grad():
+        still = net(x)["Conv3d_2c_3x3"]
+    torch.testing.assert_close(still, fresh(), rtol=0, atol=0)
+
+
+def test_bn_scale_on_the_output_equals_the_fold():
+    # A trainable unit whose output is smaller than its weight applies the frozen BN after the
+    # convolution: same output and same weight gradient as the folded convolution.
+    torch.manual_seed(0)
+    from pcsc_d2.modeling.backbone.i3d import Unit3D
+
+    unit = Unit3D(32, 48, kernel=(3, 3, 3), norm="FrozenBN")
+    unit.bn.running_mean.uniform_(-0.5, 0.5)
+    unit.bn.running_var.uniform_(0.5, 2.0)
+    unit.bn.weight.uniform_(0.5, 2.0)
+    x = torch.rand(1, 32, 2, 3, 3).contiguous(memory_format=torch.channels_last_3d)
+    assert unit._scale_output(x)  # 48 x 18 outputs < 48 x 32 x 27 weights
+    y = unit(x)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    y.square().sum().backward()
+
+    scale, shift = unit.bn.scale_shift()
+    weight = unit.conv.weight.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.conv3d(x, weight * scale.view(-1, 1, 1, 1, 1), shift, padding=1)
+    ref = ref.relu()
+    ref.square().sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(unit.conv.weight.grad, weight.grad, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # the folded path, kept between calls
+        assert not unit._scale_output(x)
+        torch.testing.assert_close(unit(x), ref, rtol=1e-5, atol=1e-5)

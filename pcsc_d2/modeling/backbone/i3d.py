@@ -28,6 +28,7 @@ __all__ = [
     "tf_same_padding",
     "grid_offsets",
     "build_pcsc_i3d_backbone",
+    "weights_channels_last",
 ]
 
 BN_EPS = 1e-3
@@ -148,6 +149,9 @@ def _same_padding(
     return symmetric, pads
 
 
+_BN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
+
+
 class FrozenBatchNorm3d(nn.Module):
     """BatchNorm3d with fixed statistics and affine parameters: y = x * scale + shift."""
 
@@ -207,6 +211,12 @@ def _use_onednn(x: torch.Tensor) -> bool:
     )
 
 
+def weights_channels_last(device: str) -> bool:
+    """Whether an I3D built for ``device`` (a cfg.MODEL.DEVICE) should store its convolution
+    weights channels-last (``I3D(channels_last=...)``): on a CPU with oneDNN."""
+    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
+
+
 def conv3d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -237,9 +247,10 @@ def conv3d(
 class Unit3D(nn.Module):
     """Conv3d (no bias, TF 'SAME') -> BN (eps 1e-3) -> ReLU.
 
-    A frozen BN is folded into the convolution (weight * scale, bias = shift), and a symmetric
-    'SAME' padding is left to the convolution: the same result without two passes over the
-    activations (the BN's multiply-add and a padded copy).
+    A frozen BN is folded into the convolution (weight * scale, bias = shift; kept between
+    calls where no gradient flows, see ``_folded``), and a symmetric 'SAME' padding is left to
+    the convolution: the same result without two passes over the activations (the BN's
+    multiply-add and a padded copy).
     """
 
     def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), norm: str = "BN"):
@@ -248,6 +259,8 @@ class Unit3D(nn.Module):
         # Set by I3D(still=True): see I3D.
         self.still = False
         self.conv = nn.Conv3d(cin, cout, self.kernel, self.stride, bias=False)
+        # (source tensors, their versions and layout, folded weight, shift): see _folded.
+        self._fold_cache: Optional[tuple] = None
         if norm == "FrozenBN":
             self.bn = FrozenBatchNorm3d(cout)
         elif norm == "BN":
@@ -257,20 +270,68 @@ class Unit3D(nn.Module):
         else:
             raise ValueError(f"I3D norm must be 'BN' or 'FrozenBN', got {norm!r}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel, stride, weight = self.kernel, self.stride, self.conv.weight
+    def _weight(self, memory_format: torch.memory_format) -> torch.Tensor:
+        """The convolution's weight (temporal taps summed when ``still``), in ``memory_format``."""
+        weight = self.conv.weight
         if self.still:  # every frame alone: the temporal taps see the same frame
-            kernel, stride = (1,) + kernel[1:], (1,) + stride[1:]
             weight = weight.sum(dim=2, keepdim=True)
+        return weight.contiguous(memory_format=memory_format)
+
+    def _scale_output(self, x: torch.Tensor) -> bool:
+        """Whether to apply the frozen BN's scale to the output rather than fold it into the
+        weight: where the weight needs a gradient (a fold then costs a multiply of the weight
+        forward and backward at every call) and the output has fewer elements than the weight
+        (I3D's late units on small frames)."""
+        if not (torch.is_grad_enabled() and self.conv.weight.requires_grad):
+            return False
+        out_numel = x.numel() // x.shape[1] * self.conv.out_channels // math.prod(self.stride)
+        return out_numel < self.conv.weight.numel()
+
+    def _folded(self, memory_format: torch.memory_format) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(weight * BN scale, BN shift) of a unit with a FrozenBatchNorm3d.
+
+        The weight comes in ``memory_format``, the activations' layout: oneDNN would otherwise
+        copy it into that layout at every call. Where no gradient is needed (the frozen units,
+        and every unit at inference) the pair is computed once and kept while the weight, the
+        BN's buffers (same tensors, same in-place versions), ``still`` and the layout stay the
+        same, e.g. until an optimizer step or a checkpoint load changes them.
+        """
+        sources = (self.conv.weight, *(getattr(self.bn, n) for n in _BN_BUFFERS))
+        if torch.is_grad_enabled() and self.conv.weight.requires_grad:
+            scale, shift = self.bn.scale_shift()
+            return self._weight(memory_format) * scale.view(-1, 1, 1, 1, 1), shift
+        key = (tuple(t._version for t in sources), self.still, memory_format)
+        cache = self._fold_cache
+        if cache is None or cache[1] != key or any(a is not b for a, b in zip(cache[0], sources)):
+            with torch.no_grad():
+                scale, shift = self.bn.scale_shift()
+                weight = self._weight(memory_format) * scale.view(-1, 1, 1, 1, 1)
+            cache = (sources, key, weight.contiguous(memory_format=memory_format), shift)
+            self._fold_cache = cache
+        return cache[2], cache[3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel, stride = self.kernel, self.stride
+        if self.still:
+            kernel, stride = (1,) + kernel[1:], (1,) + stride[1:]
         symmetric, pads = _same_padding(x, kernel, stride)
         if not symmetric and any(pads):
             x = F.pad(x, pads)
         padding = symmetric or (0, 0, 0)
-        if isinstance(self.bn, FrozenBatchNorm3d):
+        layout = (
+            torch.channels_last_3d
+            if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+            else torch.contiguous_format
+        )
+        if isinstance(self.bn, FrozenBatchNorm3d) and self._scale_output(x):
             scale, shift = self.bn.scale_shift()
-            y = conv3d(x, weight * scale.view(-1, 1, 1, 1, 1), shift, stride, padding)
+            y = conv3d(x, self._weight(layout), None, stride, padding)
+            y = torch.addcmul(shift.view(1, -1, 1, 1, 1), y, scale.view(1, -1, 1, 1, 1))
+        elif isinstance(self.bn, FrozenBatchNorm3d):
+            weight, shift = self._folded(layout)
+            y = conv3d(x, weight, shift, stride, padding)
         else:
-            y = self.bn(conv3d(x, weight, None, stride, padding))
+            y = self.bn(conv3d(x, self._weight(layout), None, stride, padding))
         return F.relu(y, inplace=True)
 
 
@@ -379,6 +440,7 @@ class I3D(Backbone):
         freeze_at: int = 0,
         norm: str = "BN",
         still: bool = False,
+        channels_last: bool = False,
     ):
         """
         Args:
@@ -390,6 +452,10 @@ class I3D(Backbone):
                 indefinitely): each convolution's temporal taps summed into one 2D kernel,
                 the max-pools spatial only. The same parameters; a (N, 3, 1, H, W) key frame
                 costs what one time step of a 2D network does.
+            channels_last: store the convolution weights channels-last, the layout the
+                activations take on a CPU (see ``forward``), so that oneDNN does not copy a
+                trainable weight, and its gradient, between layouts at every call; for a
+                model that runs on a CPU (:func:`weights_channels_last`).
         """
         super().__init__()
         unknown = [f for f in out_features if f not in ENDPOINTS]
@@ -416,6 +482,12 @@ class I3D(Backbone):
         for m in self.modules():
             if isinstance(m, (Unit3D, MaxPool3dSame)):
                 m.still = still
+        if channels_last:
+            for m in self.modules():
+                if isinstance(m, Unit3D):
+                    m.conv.weight.data = m.conv.weight.data.contiguous(
+                        memory_format=torch.channels_last_3d
+                    )
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> "I3D":
@@ -467,4 +539,5 @@ def build_pcsc_i3d_backbone(cfg, input_shape: ShapeSpec) -> I3D:
         out_features=list(cfg.MODEL.I3D.OUT_FEATURES),
         freeze_at=cfg.MODEL.I3D.FREEZE_AT,
         norm=cfg.MODEL.I3D.NORM,
+        channels_last=weights_channels_last(cfg.MODEL.DEVICE),
     )

@@ -11,7 +11,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from ..roi_heads.cooperation import STREAMS, CrossStreamMessage
-from .i3d import I3D
+from .i3d import I3D, weights_channels_last
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class PCSCTwoStreamBackbone(Backbone):
                 freeze_at=cfg.MODEL.I3D.FREEZE_AT,
                 norm=cfg.MODEL.I3D.NORM,
                 still=s in cfg.MODEL.PCSC.KEY_FRAME_STREAMS,
+                channels_last=weights_channels_last(cfg.MODEL.DEVICE),
             )
             for s in streams
         }
