@@ -43,7 +43,9 @@ fi
 PY="$VENV/bin/python"
 # This machine's pip config lists local indexes that may not exist; its warnings are noise.
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-PIP=(quiet "$PY" -m pip install --disable-pip-version-check -q)
+# pip byte-compiles what it installs one file at a time (about 50 s for torch and the rest on
+# 2 cores); --no-compile, then compileall over all cores at the end, does it in about 30 s.
+PIP=(quiet "$PY" -m pip install --disable-pip-version-check -q --no-compile)
 
 echo "[setup] torch + torchvision"
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
@@ -75,5 +77,8 @@ fi
 
 echo "[setup] pcsc_d2 (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
+echo "[setup] byte-compiling the installed packages"
+# As pip does, a file that does not compile (a template, a Python 2 leftover) is skipped.
+"$PY" -m compileall -qq -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 echo "$KEY" > "$STAMP"
 echo "[setup] done: $VENV"
