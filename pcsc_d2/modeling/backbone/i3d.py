@@ -277,12 +277,16 @@ class Unit3D(nn.Module):
             weight = weight.sum(dim=2, keepdim=True)
         return weight.contiguous(memory_format=memory_format)
 
+    def _needs_grad(self) -> bool:
+        """Whether this call must carry a gradient to the convolution's weight."""
+        return torch.is_grad_enabled() and self.conv.weight.requires_grad
+
     def _scale_output(self, x: torch.Tensor) -> bool:
         """Whether to apply the frozen BN's scale to the output rather than fold it into the
         weight: where the weight needs a gradient (a fold then costs a multiply of the weight
         forward and backward at every call) and the output has fewer elements than the weight
         (I3D's late units on small frames)."""
-        if not (torch.is_grad_enabled() and self.conv.weight.requires_grad):
+        if not self._needs_grad():
             return False
         out_numel = x.numel() // x.shape[1] * self.conv.out_channels // math.prod(self.stride)
         return out_numel < self.conv.weight.numel()
@@ -297,7 +301,7 @@ class Unit3D(nn.Module):
         same, e.g. until an optimizer step or a checkpoint load changes them.
         """
         sources = (self.conv.weight, *(getattr(self.bn, n) for n in _BN_BUFFERS))
-        if torch.is_grad_enabled() and self.conv.weight.requires_grad:
+        if self._needs_grad():
             scale, shift = self.bn.scale_shift()
             return self._weight(memory_format) * scale.view(-1, 1, 1, 1, 1), shift
         key = (tuple(t._version for t in sources), self.still, memory_format)
@@ -306,7 +310,7 @@ class Unit3D(nn.Module):
             with torch.no_grad():
                 scale, shift = self.bn.scale_shift()
                 weight = self._weight(memory_format) * scale.view(-1, 1, 1, 1, 1)
-            cache = (sources, key, weight.contiguous(memory_format=memory_format), shift)
+            cache = (sources, key, weight, shift)  # the product keeps _weight's layout
             self._fold_cache = cache
         return cache[2], cache[3]
 
@@ -323,15 +327,15 @@ class Unit3D(nn.Module):
             if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
             else torch.contiguous_format
         )
-        if isinstance(self.bn, FrozenBatchNorm3d) and self._scale_output(x):
+        if not isinstance(self.bn, FrozenBatchNorm3d):
+            y = self.bn(conv3d(x, self._weight(layout), None, stride, padding))
+        elif self._scale_output(x):
             scale, shift = self.bn.scale_shift()
             y = conv3d(x, self._weight(layout), None, stride, padding)
             y = torch.addcmul(shift.view(1, -1, 1, 1, 1), y, scale.view(1, -1, 1, 1, 1))
-        elif isinstance(self.bn, FrozenBatchNorm3d):
+        else:
             weight, shift = self._folded(layout)
             y = conv3d(x, weight, shift, stride, padding)
-        else:
-            y = self.bn(conv3d(x, self._weight(layout), None, stride, padding))
         return F.relu(y, inplace=True)
 
 
