@@ -2,7 +2,7 @@
 """Training speed of a config with and without DataLoader worker processes, side by side.
 
     python benchmarks/loader_workers.py [--config-file configs/pcsc_synthetic.yaml] \
-        [--workers 0 1] [--iters 60] [--repeats 2] [--procs 2] [--opts KEY VALUE ...]
+        [--workers 0 1] [--iters 60] [--repeats 2] [--procs N] [--opts KEY VALUE ...]
 
 Runs ``train_net.py --num-gpus PROCS`` for ``--iters`` iterations per DATALOADER.NUM_WORKERS
 value, the values alternated ``--repeats`` times (so a host that slows down mid-run hits all of
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from pcsc_d2.utils.jobs import default_train_procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "weights", "i3d_kinetics400_two_stream.pth")
@@ -58,7 +60,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--procs", type=int, default=2, help="train_net.py --num-gpus")
+    parser.add_argument("--procs", type=int, default=default_train_procs(),
+                        help="train_net.py --num-gpus (default: the main job's, 2 on 2+ cores)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
