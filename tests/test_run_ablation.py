@@ -143,3 +143,96 @@ def test_inputs_are_made_before_any_training_when_absent(tmp_path, monkeypatch):
     open(tmp_path / "datasets" / "synthetic_balanced" / FILES["balanced"], "w").close()
     tool.ensure_inputs("balanced", str(tmp_path / "out"), SHARED)
     assert ran == []
+
+
+def test_equal_time_iterations_scale_by_speed_and_keep_near_counts():
+    tool = _load_tool()
+    rates = {"pcsc": 0.76, "rgb_only": 0.38, "late_fusion": 0.75, "pcsc_no_feature_coop": 0.70}
+    # 600 x 0.76 / 0.38 = 1200; 600 x 0.76 / 0.75 = 608 (within 5%: 600); / 0.70 = 651.
+    assert tool.equal_time_iterations(600, rates) == {
+        "pcsc": 600, "rgb_only": 1200, "late_fusion": 600, "pcsc_no_feature_coop": 651}
+    assert tool.equal_time_iterations(600, rates, tolerance=0.0)["late_fusion"] == 608
+
+
+def test_seconds_per_iter_reads_a_finished_trainings_log_without_training(tmp_path, monkeypatch):
+    tool = _load_tool()
+    monkeypatch.setattr(tool, "run", lambda cmd: pytest.fail(f"ran {cmd}"))
+    with open(tmp_path / "metrics.json", "w") as f:
+        for t in (0.9, 0.5, 0.7):
+            f.write(json.dumps({"iteration": 19, "time": t}) + "\n")
+        f.write(json.dumps({"iteration": 20, "frame_mAP@0.5": 50.0}) + "\n")
+    assert tool.seconds_per_iter("unused.yaml", [], str(tmp_path), 2) == 0.7
+
+
+def test_time_budget_trains_only_the_models_whose_count_changed(tmp_path, monkeypatch):
+    """--budget both: the equal-time run reuses the equal-iteration models of the same count
+    (and PCSC's TR), and trains the others with MAX_ITER and STEPS scaled."""
+    tool = _load_tool()
+    shared, out = tmp_path / "iters" / "seed1", tmp_path / "time" / "seed1"
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd)
+        folder = cmd[cmd.index("OUTPUT_DIR") + 1]
+        if "--eval-only" in cmd or "tools/eval_stages.py" in cmd:
+            _write_metrics(folder, stages="tools/eval_stages.py" in cmd, value=1.0)
+        else:
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, "model_final.pth"), "w").close()
+
+    for name in tool.VARIANTS:
+        os.makedirs(shared / name)
+        open(shared / name / "model_final.pth", "w").close()
+        _write_metrics(str(shared / name / ("eval_stages" if name in tool.STAGED else "eval")),
+                       stages=name in tool.STAGED, value=2.0)
+    os.makedirs(shared / "tr")
+    open(shared / "tr" / "model_tr.pth", "w").close()
+    _write_metrics(str(shared / "eval"), stages=False, value=3.0)
+    monkeypatch.setattr(tool, "run", fake_run)
+
+    config = os.path.join(ROOT, tool.DESIGNS["motion"][0])
+    iters = {"pcsc": 600, "rgb_only": 1200, "flow_only": 1300, "late_fusion": 600,
+             "pcsc_no_feature_coop": 600}
+    results = tool.run_seed(1, str(out), config, [], 2, iters, str(shared))
+
+    trained = [c[c.index("OUTPUT_DIR") + 1] for c in calls if "train_net.py" in c
+               and "--eval-only" not in c]
+    assert trained == [str(out / "rgb_only"), str(out / "flow_only")]
+    rgb = next(c for c in calls if str(out / "rgb_only") in c)
+    assert rgb[rgb.index("SOLVER.MAX_ITER") + 1] == "1200"
+    assert rgb[rgb.index("SOLVER.STEPS") + 1] == "(900, 1104)"
+    assert results["rgb_only"]["frame_mAP@0.5"] == 1.0
+    assert results["late_fusion"]["frame_mAP@0.5"] == 2.0
+    assert results["pcsc_stage4"]["frame_mAP@0.5"] == 2.0
+    assert results["pcsc_tr"]["frame_mAP@0.5"] == 3.0
+    assert not any("train_actionness.py" in " ".join(c) for c in calls)
+
+
+def _write_metrics(folder: str, stages: bool, value: float) -> None:
+    for sub in ([f"stage{t}" for t in range(5)] if stages else [""]):
+        path = os.path.join(folder, sub, "inference")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "pcsc_metrics.json"), "w") as f:
+            json.dump({"frame_mAP@0.5": value}, f)
+
+
+def test_time_budget_times_in_its_own_folder_where_a_model_has_no_log(tmp_path, monkeypatch):
+    """A timing run never writes into the equal-iteration model's folder."""
+    tool = _load_tool()
+    trained, out = tmp_path / "iters" / "seed1", tmp_path / "time" / "seed1"
+    timed = []
+
+    def fake_seconds(config, opts, folder, procs):
+        timed.append(folder)
+        return 0.4 if "rgb_only" in folder else 0.8
+
+    for name in tool.VARIANTS:
+        if name != "rgb_only":
+            os.makedirs(trained / name)
+            (trained / name / "metrics.json").write_text("")
+    monkeypatch.setattr(tool, "seconds_per_iter", fake_seconds)
+    config = os.path.join(ROOT, tool.DESIGNS["motion"][0])
+    iters = tool.time_budget(1, str(out), config, [], 2, 0.05, str(trained))
+    assert iters["rgb_only"] == 1200 and iters["pcsc"] == 600
+    assert str(out / "timing" / "rgb_only") in timed
+    assert str(trained / "pcsc") in timed

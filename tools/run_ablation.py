@@ -3,7 +3,7 @@
 with one schedule.
 
     python tools/run_ablation.py [--output output/ablation] [--design motion|balanced|real]
-        [--clips ../shared/real_ucf24] [--seeds 1 2 3] [--budget iters|time] [--train-procs N]
+        [--clips ../shared/real_ucf24] [--seeds 1 2 3] [--budget iters|time|both] [--train-procs N]
         [--opts KEY VALUE ...]
 
 Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
@@ -20,7 +20,12 @@ at a seed study (tools/seed_study.py) reuses its models.
 
 ``--budget iters`` trains every model for the config's SOLVER.MAX_ITER (equal training budget);
 ``--budget time`` gives each model the iterations that take as long as PCSC's (equal wall time),
-from the seconds per iteration that each training logged in a 20-iteration timing run.
+from the seconds per iteration that each training logged in a 20-iteration timing run; a count
+within ``--time-tolerance`` (default 5%) of MAX_ITER is MAX_ITER. ``--budget both`` does the
+first, then the second in ``<output>/time``, taking the seconds per iteration from the first's
+600-iteration logs (no timing runs) and reusing the first's models whose equal-time count is
+MAX_ITER: on 2 cores every two-stream model trains at PCSC's speed within 2%, so only the single
+streams train again.
 Every training, timing runs included, uses ``--train-procs`` processes (``train_net.py
 --num-gpus``), as the main job does (default 2), so the PCSC models of a seed study of the same
 schedule are the ablation's.
@@ -31,7 +36,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pcsc_d2.evaluation.results import (
     check_paper_claims,
@@ -83,7 +88,8 @@ def train_command(config: str, procs: int) -> List[str]:
 
 
 def seconds_per_iter(config: str, opts: List[str], folder: str, procs: int) -> float:
-    """Median seconds per training iteration of a config, from a 20-iteration run."""
+    """Median seconds per training iteration of a config, from the ``metrics.json`` that
+    detectron2 wrote in ``folder``: a finished training's, or else a 20-iteration run's."""
     metrics = os.path.join(folder, "metrics.json")
     if not os.path.isfile(metrics):
         run([*train_command(config, procs), *opts, "OUTPUT_DIR", folder,
@@ -94,26 +100,58 @@ def seconds_per_iter(config: str, opts: List[str], folder: str, procs: int) -> f
     return sorted(times)[len(times) // 2]
 
 
-def run_seed(seed: int, out: str, config: str, opts: List[str], budget: str,
-             procs: int) -> Dict[str, Dict]:
-    """Train and evaluate every variant of ``config`` for one seed; returns {row name: metrics}."""
+def equal_time_iterations(base_iters: int, rates: Dict[str, float],
+                          tolerance: float = 0.05) -> Dict[str, int]:
+    """The iterations that take each variant as long as PCSC's ``base_iters``: ``rates`` are
+    seconds per iteration by variant name (``"pcsc"`` among them); a count within ``tolerance``
+    (a fraction) of ``base_iters`` is ``base_iters``, so that model is the equal-iteration one."""
+    iters = {}
+    for name, rate in rates.items():
+        n = int(round(base_iters * rates["pcsc"] / rate))
+        iters[name] = base_iters if abs(n - base_iters) <= tolerance * base_iters else n
+    return iters
+
+
+def time_budget(seed: int, out: str, config: str, opts: List[str], procs: int,
+                tolerance: float, trained: str = "") -> Dict[str, int]:
+    """Equal-wall-time iterations of every variant for one seed: the seconds per iteration come
+    from ``trained/<name>``'s training log where ``trained`` (a seed folder of an
+    equal-iteration run) has one, else from a 20-iteration timing run in ``out/timing``."""
+    from pcsc_d2.engine import get_pcsc_cfg
+
+    common = ["SEED", str(seed), *opts]
+    base_iters = get_pcsc_cfg(config, opts).SOLVER.MAX_ITER
+    rates = {}
+    for name, variant in VARIANTS.items():
+        folder = os.path.join(trained, name)
+        if not (trained and os.path.isfile(os.path.join(folder, "metrics.json"))):
+            folder = os.path.join(out, "timing", name)  # never a timing run in a model's folder
+        rates[name] = seconds_per_iter(config, [*common, *variant], folder, procs)
+    iters = equal_time_iterations(base_iters, rates, tolerance)
+    logger.info("equal wall time: seconds/iteration %s -> iterations %s", rates, iters)
+    return iters
+
+
+def run_seed(seed: int, out: str, config: str, opts: List[str], procs: int,
+             iters: Optional[Dict[str, int]] = None, shared: str = "") -> Dict[str, Dict]:
+    """Train and evaluate every variant of ``config`` for one seed; returns {row name: metrics}.
+
+    ``iters`` (by variant name) overrides SOLVER.MAX_ITER and scales SOLVER.STEPS with it;
+    ``shared``, a seed folder of an equal-iteration run, supplies the models (and PCSC's TR)
+    whose count is the config's own, instead of training them again in ``out``.
+    """
+    from pcsc_d2.engine import get_pcsc_cfg
+
     py = sys.executable
     common = ["SEED", str(seed), *opts]
-    iters = {}
-    if budget == "time":
-        from pcsc_d2.engine import get_pcsc_cfg
-
-        base_iters = get_pcsc_cfg(config, opts).SOLVER.MAX_ITER
-        rates = {n: seconds_per_iter(config, [*common, *v], os.path.join(out, "timing", n), procs)
-                 for n, v in VARIANTS.items()}
-        for name in VARIANTS:
-            iters[name] = int(round(base_iters * rates["pcsc"] / rates[name]))
-        logger.info("equal wall time: seconds/iteration %s -> iterations %s", rates, iters)
+    iters = dict(iters or {})
+    base_iters = get_pcsc_cfg(config, opts).SOLVER.MAX_ITER
     results: Dict[str, Dict] = {}
     for name, variant in VARIANTS.items():
-        folder = os.path.join(out, name)
+        same = iters.get(name, base_iters) == base_iters
+        folder = os.path.join(shared if shared and same else out, name)
         extra = list(variant)
-        if name in iters:
+        if not same:
             n = iters[name]
             steps = f"({int(0.75 * n)}, {int(0.92 * n)})"
             extra += ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", steps]
@@ -135,11 +173,12 @@ def run_seed(seed: int, out: str, config: str, opts: List[str], budget: str,
                      "OUTPUT_DIR", ev, *weights])
             results[name] = find_metrics(ev)
     # PCSC + TR in the main job's folders (tr/, eval/), so a seed study's are reused.
-    tr = os.path.join(out, "tr")
+    pcsc_out = shared if shared and iters.get("pcsc", base_iters) == base_iters else out
+    tr = os.path.join(pcsc_out, "tr")
     if not os.path.isfile(os.path.join(tr, "model_tr.pth")):
         run([py, "tools/train_actionness.py", "--config-file", config, *common,
-             "OUTPUT_DIR", tr, "MODEL.WEIGHTS", os.path.join(out, "pcsc", "model_final.pth")])
-    ev = os.path.join(out, "eval")
+             "OUTPUT_DIR", tr, "MODEL.WEIGHTS", os.path.join(pcsc_out, "pcsc", "model_final.pth")])
+    ev = os.path.join(pcsc_out, "eval")
     if not has_metrics(ev):
         run([py, "train_net.py", "--config-file", config, "--eval-only", *common,
              "OUTPUT_DIR", ev, "MODEL.WEIGHTS", os.path.join(tr, "model_tr.pth"),
@@ -178,7 +217,9 @@ def main() -> None:
     parser.add_argument("--clips", default=os.path.join(ROOT, "..", "shared", "real_ucf24"),
                         help="the real clips of --design real (pyannot.pkl and the videos)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--budget", default="iters", choices=["iters", "time"])
+    parser.add_argument("--budget", default="iters", choices=["iters", "time", "both"])
+    parser.add_argument("--time-tolerance", type=float, default=0.05,
+                        help="equal-time counts within this fraction of MAX_ITER are MAX_ITER")
     add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
@@ -189,9 +230,20 @@ def main() -> None:
     ensure_inputs(args.design, os.path.abspath(args.output), args.clips)
     opts = ["DATASETS.TRAIN", f"('{data}_train',)", "DATASETS.TEST", f"('{data}_test',)",
             *args.opts]
-    per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), config, opts, args.budget,
-                            args.train_procs) for s in args.seeds}
-    write_outputs(per_seed, args.output, f"{args.design} design, {args.budget} budget")
+    if args.budget in ("iters", "both"):
+        per_seed = {s: run_seed(s, os.path.join(args.output, f"seed{s}"), config, opts,
+                                args.train_procs) for s in args.seeds}
+        write_outputs(per_seed, args.output, f"{args.design} design, iters budget")
+    if args.budget in ("time", "both"):
+        out = os.path.join(args.output, "time") if args.budget == "both" else args.output
+        per_seed = {}
+        for s in args.seeds:
+            seed_out = os.path.join(out, f"seed{s}")
+            trained = os.path.join(args.output, f"seed{s}") if args.budget == "both" else ""
+            iters = time_budget(s, seed_out, config, opts, args.train_procs,
+                                args.time_tolerance, trained)
+            per_seed[s] = run_seed(s, seed_out, config, opts, args.train_procs, iters, trained)
+        write_outputs(per_seed, out, f"{args.design} design, time budget")
 
 
 def write_outputs(per_seed: Dict[int, Dict[str, Dict]], folder: str, title: str) -> None:
