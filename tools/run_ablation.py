@@ -24,8 +24,9 @@ from the seconds per iteration that each training logged in a 20-iteration timin
 within ``--time-tolerance`` (default 5%) of MAX_ITER is MAX_ITER. ``--budget both`` does the
 first, then the second in ``<output>/time``, taking the seconds per iteration from the first's
 600-iteration logs (no timing runs) and reusing the first's models whose equal-time count is
-MAX_ITER: on 2 cores every two-stream model trains at PCSC's speed within 2%, so only the single
-streams train again.
+MAX_ITER: on 2 cores the two-stream models train at about PCSC's speed, so mostly the single
+streams train again. Those logs are only as clean as the machine was during the trainings: run
+the equal-iteration part alone, or use ``--budget time`` (its timing runs are 20 iterations).
 Every training, timing runs included, uses ``--train-procs`` processes (``train_net.py
 --num-gpus``), as the main job does (default 2), so the PCSC models of a seed study of the same
 schedule are the ablation's.
