@@ -23,7 +23,7 @@ at a seed study (tools/seed_study.py) reuses its models.
 from the seconds per iteration that each training logged in a 20-iteration timing run; a count
 within ``--time-tolerance`` (default 5%) of MAX_ITER is MAX_ITER. ``--budget both`` does the
 first, then the second in ``<output>/time``, taking the seconds per iteration from the first's
-600-iteration logs (no timing runs) and reusing the first's models whose equal-time count is
+training logs (no timing runs) and reusing the first's models whose equal-time count is
 MAX_ITER: on 2 cores the two-stream models train at about PCSC's speed, so mostly the single
 streams train again. Those logs are only as clean as the machine was during the trainings: run
 the equal-iteration part alone, or use ``--budget time`` (its timing runs are 20 iterations).
