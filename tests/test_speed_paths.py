@@ -1,6 +1,7 @@
 """The CPU fast paths compute what the reference paths compute.
 
-- I3D's 3D convolutions go to oneDNN on channels-last clips; ``torch.backends.mkldnn.flags(
+- I3D's 3D convolutions go to oneDNN on channels-last clips, forward and (from
+  ONEDNN_BACKWARD_MIN_POSITIONS output positions) backward; ``torch.backends.mkldnn.flags(
   enabled=False)`` gives PyTorch's own choice (slow_conv3d) as the reference.
 - 'SAME' max-pooling uses implicit padding and ceil_mode instead of an explicit padded copy.
 - RoIAlign runs over threads (PCSCROIPooler): bit-identical forward, the same gradients up to
@@ -21,7 +22,13 @@ from detectron2.utils.events import EventStorage
 
 import pcsc_d2.modeling  # noqa: F401
 from pcsc_d2.config import add_pcsc_config
-from pcsc_d2.modeling.backbone.i3d import I3D, _same_padding, same_pool_args
+from pcsc_d2.modeling.backbone.i3d import (
+    ONEDNN_BACKWARD_MIN_POSITIONS,
+    I3D,
+    _same_padding,
+    conv3d,
+    same_pool_args,
+)
 from pcsc_d2.modeling.roi_heads.pooling import PCSCROIPooler
 from pcsc_d2.utils.flops import component_macs, model_macs, training_macs
 
@@ -86,6 +93,55 @@ def test_i3d_onednn_path_trains_like_the_default_path():
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-6), name
+
+
+@pytest.mark.parametrize("kernel, stride, padding, bias, input_grad", [
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1), True, True),
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1), False, True),
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1), False, False),  # the first trainable unit: no input grad
+    ((1, 3, 3), (1, 2, 2), (0, 1, 1), True, True),
+    ((7, 7, 7), (2, 2, 2), (3, 3, 3), True, False),
+])
+@pytest.mark.parametrize("size", [(6, 16, 20), (2, 4, 6)])  # above and below the threshold
+def test_conv3d_backward_matches_the_default_path(kernel, stride, padding, bias, input_grad, size):
+    """Gradients of every input equal PyTorch's own (slow_conv3d) up to fp32 rounding; below
+    ONEDNN_BACKWARD_MIN_POSITIONS output positions they are those of the default oneDNN
+    forward's autograd formula, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 5) + size, generator=g).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(input_grad)
+    w = torch.randn((7, 5) + kernel, generator=g).requires_grad_()
+    b = torch.randn(7, generator=g).requires_grad_() if bias else None
+    leaves = [t for t in (x, w, b) if t is not None and t.requires_grad]
+
+    y = conv3d(x, w, b, stride, padding)
+    assert type(y.grad_fn).__name__ == "_OneDNNConv3dBackward"
+    dy = torch.randn(y.shape, generator=g)
+    fast = torch.autograd.grad(y, leaves, dy)
+    with torch.backends.mkldnn.flags(enabled=False):
+        y_ref = conv3d(x, w, b, stride, padding)
+        assert type(y_ref.grad_fn).__name__ == "ConvolutionBackward0"  # F.conv3d, PyTorch's choice
+        ref = torch.autograd.grad(y_ref, leaves, dy)
+    assert torch.allclose(y, y_ref, atol=1e-4, rtol=1e-4)
+    for got, want in zip(fast, ref):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    if input_grad:  # the gradient comes back in the activations' layout
+        assert fast[0].is_contiguous(memory_format=torch.channels_last_3d)
+
+    positions = y.shape[2] * y.shape[3] * y.shape[4]
+    if positions < ONEDNN_BACKWARD_MIN_POSITIONS:
+        plain = torch.ops.aten.mkldnn_convolution(x, w, b, list(padding), list(stride), [1] * 3, 1)
+        assert all(torch.equal(a, c) for a, c in zip(fast, torch.autograd.grad(plain, leaves, dy)))
+
+
+def test_conv3d_keeps_the_plain_path_where_no_backward_pays():
+    """1x1x1 kernels and calls without a gradient keep oneDNN's own op (no wrapper)."""
+    x = torch.randn(1, 4, 4, 8, 8).contiguous(memory_format=torch.channels_last_3d)
+    w = torch.randn(6, 4, 1, 1, 1, requires_grad=True)
+    assert type(conv3d(x, w, None, (1, 1, 1), (0, 0, 0)).grad_fn).__name__ != "_OneDNNConv3dBackward"
+    with torch.no_grad():
+        assert conv3d(x, torch.randn(6, 4, 3, 3, 3), None, (1, 1, 1), (1, 1, 1)).grad_fn is None
 
 
 def _pooler_inputs(seed: int = 0):
