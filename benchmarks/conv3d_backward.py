@@ -4,7 +4,7 @@
     python benchmarks/conv3d_backward.py [--threads 1 2] [--repeats 6]
 
 For one clip, PyTorch's ``convolution_backward`` runs ``slow_conv3d``'s backward on I3D's 3x3x3
-kernels even when the forward ran on oneDNN; ``pcsc_d2.modeling.backbone.i3d._OneDNNConv3d``
+kernels even when the forward ran on oneDNN; ``pcsc_d2.modeling.backbone.conv3d_cpu._OneDNNConv3d``
 hands it oneDNN tensors instead where the output has at least
 ``ONEDNN_BACKWARD_MIN_POSITIONS`` positions. This prints, per trainable I3D shape at the two
 frame sizes the project trains at (240x320: UCF-101-24, J-HMDB-21 and the speed benchmark;
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from pcsc_d2.modeling.backbone.i3d import ONEDNN_BACKWARD_MIN_POSITIONS
+from pcsc_d2.modeling.backbone.conv3d_cpu import ONEDNN_BACKWARD_MIN_POSITIONS
 
 CL = torch.channels_last_3d
 # (Cin, Cout, T', H', W') of the 3x3x3 units from Mixed_3b on, at 240x320 with K = 8; halve

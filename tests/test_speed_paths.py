@@ -22,13 +22,8 @@ from detectron2.utils.events import EventStorage
 
 import pcsc_d2.modeling  # noqa: F401
 from pcsc_d2.config import add_pcsc_config
-from pcsc_d2.modeling.backbone.i3d import (
-    ONEDNN_BACKWARD_MIN_POSITIONS,
-    I3D,
-    _same_padding,
-    conv3d,
-    same_pool_args,
-)
+from pcsc_d2.modeling.backbone.conv3d_cpu import ONEDNN_BACKWARD_MIN_POSITIONS, conv3d
+from pcsc_d2.modeling.backbone.i3d import I3D, _same_padding, same_pool_args
 from pcsc_d2.modeling.roi_heads.pooling import PCSCROIPooler
 from pcsc_d2.utils.flops import component_macs, model_macs, training_macs
 
