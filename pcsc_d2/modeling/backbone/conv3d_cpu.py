@@ -10,7 +10,13 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["conv3d", "use_onednn", "weights_channels_last", "ONEDNN_BACKWARD_MIN_POSITIONS"]
+__all__ = [
+    "conv3d",
+    "use_onednn",
+    "weights_channels_last",
+    "activation_layout",
+    "ONEDNN_BACKWARD_MIN_POSITIONS",
+]
 
 
 def use_onednn(x: torch.Tensor) -> bool:
@@ -29,6 +35,21 @@ def weights_channels_last(device: str) -> bool:
     """Whether an I3D built for ``device`` (a cfg.MODEL.DEVICE) should store its convolution
     weights channels-last (``I3D(channels_last=...)``): on a CPU with oneDNN."""
     return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
+
+
+def activation_layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d where ``x`` is stored so (and not also plainly contiguous), else
+    contiguous_format: the layout in which a weight or a gradient should meet ``x``."""
+    if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _onednn_conv3d(x, weight, bias, stride, padding) -> torch.Tensor:
+    """oneDNN's forward convolution (no dilation, one group)."""
+    return torch.ops.aten.mkldnn_convolution(
+        x, weight, bias, list(padding), list(stride), [1, 1, 1], 1
+    )
 
 
 def conv3d(
@@ -57,9 +78,7 @@ def conv3d(
     needs_grad = any(t is not None and t.requires_grad for t in (x, weight, bias))
     if torch.is_grad_enabled() and needs_grad and math.prod(weight.shape[2:]) > 1:
         return _OneDNNConv3d.apply(x, weight, bias, tuple(stride), tuple(padding))
-    return torch.ops.aten.mkldnn_convolution(
-        x, weight, bias, list(padding), list(stride), [1, 1, 1], 1
-    )
+    return _onednn_conv3d(x, weight, bias, stride, padding)
 
 
 # Fewest output positions (T' * H' * W' per clip) at which _OneDNNConv3d's backward hands its
@@ -85,9 +104,7 @@ class _OneDNNConv3d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = list(stride), list(padding)
         ctx.has_bias = bias is not None
-        return torch.ops.aten.mkldnn_convolution(
-            x, weight, bias, list(padding), list(stride), [1, 1, 1], 1
-        )
+        return _onednn_conv3d(x, weight, bias, stride, padding)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -104,7 +121,5 @@ class _OneDNNConv3d(torch.autograd.Function):
             ctx.stride, ctx.padding, [1, 1, 1], False, [0, 0, 0], 1, mask,
         )
         if grad_x is not None and onednn:  # back to a dense tensor in the activations' layout
-            layout = (torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d)
-                      else torch.contiguous_format)
-            grad_x = grad_x.to_dense().contiguous(memory_format=layout)
+            grad_x = grad_x.to_dense().contiguous(memory_format=activation_layout(x))
         return grad_x, grad_w, grad_b if mask[2] else None, None, None

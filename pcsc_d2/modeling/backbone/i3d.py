@@ -22,7 +22,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from .conv3d_cpu import conv3d, use_onednn, weights_channels_last
+from .conv3d_cpu import activation_layout, conv3d, use_onednn, weights_channels_last
 
 __all__ = [
     "I3D",
@@ -279,11 +279,7 @@ class Unit3D(nn.Module):
         if not symmetric and any(pads):
             x = F.pad(x, pads)
         padding = symmetric or (0, 0, 0)
-        layout = (
-            torch.channels_last_3d
-            if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-            else torch.contiguous_format
-        )
+        layout = activation_layout(x)
         if not isinstance(self.bn, FrozenBatchNorm3d):
             y = self.bn(conv3d(x, self._weight(layout), None, stride, padding))
         elif self._scale_output(x):
