@@ -35,6 +35,7 @@ Each measurement runs in a fresh process so that the CPU peak (ru_maxrss) is its
 import argparse
 import multiprocessing as mp
 import os
+import queue as queue_module
 import resource
 import shutil
 import subprocess
@@ -194,13 +195,12 @@ def _measure_group(ctx, args, num_stages: int, mode: str, tree: str, procs: int)
     try:
         for w in workers:
             w.start()
-        results = [queue.get() for _ in workers]
-        for w in workers:
-            w.join()
+        results = _collect(queue, workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if any(w.exitcode != 0 for w in workers):
-        sys.exit(f"measuring T={num_stages} {mode} with {procs} processes failed")
+    if results is None:
+        sys.exit(f"measuring T={num_stages} {mode} with {procs} processes failed (exit codes "
+                 f"{[w.exitcode for w in workers]}; its traceback is above)")
     elapsed = max(r[0] for r in results)
     return args.iters * args.batch / elapsed, sum(r[1] for r in results)
 
@@ -326,15 +326,34 @@ def _kernels(args, num_stages: int, mode: str, queue) -> None:
     )
 
 
+def _collect(queue, workers) -> Optional[list]:
+    """One result from each of ``workers`` (started processes that put one item on ``queue``
+    and exit); None as soon as one of them fails, the others then stopped (a process group
+    would otherwise wait for the dead rank forever)."""
+    results = []
+    while len(results) < len(workers):
+        try:
+            results.append(queue.get(timeout=1.0))
+        except queue_module.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers:
+                    w.terminate()
+                    w.join()
+                return None
+    for w in workers:
+        w.join()
+    return results if all(w.exitcode == 0 for w in workers) else None
+
+
 def _run(ctx, target, *a):
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*a, queue))
     proc.start()
-    result = queue.get()
-    proc.join()
-    if proc.exitcode != 0:
-        sys.exit(f"{target.__name__}{a[1:]} failed (exit code {proc.exitcode})")
-    return result
+    result = _collect(queue, [proc])
+    if result is None:
+        sys.exit(f"{target.__name__}{a[1:]} failed (exit code {proc.exitcode}; its traceback "
+                 "is above)")
+    return result[0]
 
 
 def _checkout(rev: str) -> str:
@@ -387,6 +406,10 @@ def main(argv=None) -> None:
                         help="KEY VALUE config overrides (for every code measured, unless "
                         "--compare-opts gives the compared revision its own)")
     args = parser.parse_args(argv)
+    for flag, pairs in (("--opts", args.opts), ("--compare-opts", args.compare_opts or [])):
+        if len(pairs) % 2:
+            parser.error(f"{flag} takes KEY VALUE pairs, got {len(pairs)} words: {pairs} "
+                         "(--opts takes every word after it, so it comes last)")
 
     # The measuring processes (spawned) inherit this: torch's and fvcore's deprecation notices
     # would otherwise bury the figures.
