@@ -1,21 +1,14 @@
 """benchmarks/model_speed.py fails fast: bad overrides before any measurement, a crashed
 measuring process ends the run instead of leaving it waiting forever."""
-import importlib.util
 import multiprocessing as mp
-import os
 import time
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from script_module import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "model_speed", os.path.join(ROOT, "benchmarks", "model_speed.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/model_speed.py")
 
 
 def _put(value, queue):

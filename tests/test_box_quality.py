@@ -4,6 +4,7 @@ import pytest
 
 from pcsc_d2.evaluation.box_quality import mabo_by_step, motion_offsets
 from pcsc_d2.evaluation.frame_ap import GroundTruth
+from script_module import load_script
 
 
 def _gt():
@@ -45,16 +46,11 @@ def test_mabo_by_step_per_class():
 
 
 def test_report_draws_one_panel_per_model(tmp_path):
-    import importlib.util
     import os
 
     import matplotlib.image
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "box_quality_tool", os.path.join(root, "tools", "box_quality.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/box_quality.py")
     gt, right, still = _gt()
     steps = {"rgb_s0": {("v", f): right[f - 1 : f, 1:] for f in range(1, 11)},
              "final": {("v", f): still[f - 1 : f, 1:] for f in range(1, 11)}}

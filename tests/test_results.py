@@ -10,6 +10,7 @@ from pcsc_d2.evaluation.results import (
     markdown_table,
     metrics_row,
 )
+from script_module import load_script
 
 
 def _row(frame, video=0.0):
@@ -124,13 +125,7 @@ def test_metrics_row_picks_a_trimming_rule():
 
 
 def test_seed_study_summary_by_hand():
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "seed_study.py")
-    spec = importlib.util.spec_from_file_location("seed_study", path)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script("tools/seed_study.py")
 
     def row(v02, v05, v075):
         full = dict.fromkeys(REPORT_METRICS, 0.0)

@@ -1,7 +1,6 @@
 """tools/run_ablation.py's models, and the real clips' time split it and real_split_check use.
 
 The real-clip test uses ../shared/real_ucf24 (see its README) and skips where it is absent."""
-import importlib.util
 import json
 import os
 
@@ -9,17 +8,14 @@ import numpy as np
 import pytest
 
 from pcsc_d2.engine import get_pcsc_cfg
+from script_module import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "real_ucf24")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "run_ablation", os.path.join(ROOT, "tools", "run_ablation.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_script("tools/run_ablation.py")
 
 
 @pytest.mark.parametrize("name, config", [
