@@ -232,3 +232,33 @@ def test_time_budget_times_in_its_own_folder_where_a_model_has_no_log(tmp_path, 
     assert iters["rgb_only"] == 1200 and iters["pcsc"] == 600
     assert str(out / "timing" / "rgb_only") in timed
     assert str(trained / "pcsc") in timed
+
+
+@pytest.mark.parametrize("time_from, logs_used", [("logs", True), ("timing", False)])
+def test_budget_both_takes_rates_from_logs_or_timing_runs_and_reuses_models(
+        tmp_path, monkeypatch, time_from, logs_used):
+    """--budget both --time-from timing times every model afresh (no equal-iteration log) but
+    still hands the equal-iteration seed folder to run_seed for the models it can reuse."""
+    tool = _load_tool()
+    seen = {}
+
+    def fake_time_budget(seed, out, config, opts, procs, tolerance, trained=""):
+        seen["rates_from"] = trained
+        return {"pcsc": 600}
+
+    def fake_run_seed(seed, out, config, opts, procs, iters=None, shared=""):
+        seen.setdefault("shared", []).append(shared)
+        return {}
+
+    monkeypatch.setattr(tool, "ensure_inputs", lambda *a: None)
+    monkeypatch.setattr(tool, "time_budget", fake_time_budget)
+    monkeypatch.setattr(tool, "run_seed", fake_run_seed)
+    monkeypatch.setattr(tool, "write_outputs", lambda *a: None)
+    out = str(tmp_path / "abl")
+    monkeypatch.setattr("sys.argv", ["run_ablation.py", "--output", out, "--seeds", "3",
+                                     "--budget", "both", "--time-from", time_from])
+    tool.main()
+    seed_folder = os.path.join(out, "seed3")
+    assert seen["rates_from"] == (seed_folder if logs_used else "")
+    # The equal-iteration run (no reuse), then the equal-time run reusing its seed folder.
+    assert seen["shared"] == ["", seed_folder]

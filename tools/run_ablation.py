@@ -3,7 +3,8 @@
 with one schedule.
 
     python tools/run_ablation.py [--output output/ablation] [--design motion|balanced|real]
-        [--clips ../shared/real_ucf24] [--seeds 1 2 3] [--budget iters|time|both] [--train-procs N]
+        [--clips ../shared/real_ucf24] [--seeds 1 2 3] [--budget iters|time|both]
+        [--time-from logs|timing] [--train-procs N]
         [--opts KEY VALUE ...]
 
 Per seed: trains RGB-only, Flow-only, late fusion, PCSC (4 stages) and PCSC without feature
@@ -24,9 +25,10 @@ from the seconds per iteration that each training logged in a 20-iteration timin
 within ``--time-tolerance`` (default 5%) of MAX_ITER is MAX_ITER. ``--budget both`` does the
 first, then the second in ``<output>/time``, taking the seconds per iteration from the first's
 training logs (no timing runs) and reusing the first's models whose equal-time count is
-MAX_ITER: on 2 cores the two-stream models train at about PCSC's speed, so mostly the single
-streams train again. Those logs are only as clean as the machine was during the trainings: run
-the equal-iteration part alone, or use ``--budget time`` (its timing runs are 20 iterations).
+MAX_ITER, so mostly the single streams train again. Those logs are only as clean as the machine
+was during the trainings: run the equal-iteration part alone, or add ``--time-from timing``,
+which times every model in a 20-iteration run (as ``--budget time`` does) and still reuses the
+equal-iteration models whose count is MAX_ITER.
 Every training, timing runs included, uses ``--train-procs`` processes (``train_net.py
 --num-gpus``), as the main job does (default 2), so the PCSC models of a seed study of the same
 schedule are the ablation's.
@@ -221,6 +223,9 @@ def main() -> None:
     parser.add_argument("--budget", default="iters", choices=["iters", "time", "both"])
     parser.add_argument("--time-tolerance", type=float, default=0.05,
                         help="equal-time counts within this fraction of MAX_ITER are MAX_ITER")
+    parser.add_argument("--time-from", default="logs", choices=["logs", "timing"],
+                        help="--budget both: seconds per iteration from the equal-iteration "
+                             "trainings' logs, or from 20-iteration timing runs")
     add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
@@ -241,8 +246,9 @@ def main() -> None:
         for s in args.seeds:
             seed_out = os.path.join(out, f"seed{s}")
             trained = os.path.join(args.output, f"seed{s}") if args.budget == "both" else ""
+            logs = trained if args.time_from == "logs" else ""
             iters = time_budget(s, seed_out, config, opts, args.train_procs,
-                                args.time_tolerance, trained)
+                                args.time_tolerance, logs)
             per_seed[s] = run_seed(s, seed_out, config, opts, args.train_procs, iters, trained)
         write_outputs(per_seed, out, f"{args.design} design, time budget")
 
