@@ -262,3 +262,14 @@ def test_budget_both_takes_rates_from_logs_or_timing_runs_and_reuses_models(
     assert seen["rates_from"] == (seed_folder if logs_used else "")
     # The equal-iteration run (no reuse), then the equal-time run reusing its seed folder.
     assert seen["shared"] == ["", seed_folder]
+
+
+def test_time_from_without_budget_both_is_refused_before_any_work(monkeypatch, capsys):
+    tool = _load_tool()
+    monkeypatch.setattr(tool, "ensure_inputs", lambda *a: pytest.fail("work began"))
+    monkeypatch.setattr("sys.argv", ["run_ablation.py", "--budget", "time",
+                                     "--time-from", "timing"])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main()
+    assert exit_info.value.code == 2
+    assert "--time-from applies to --budget both only (--budget time)" in capsys.readouterr().err

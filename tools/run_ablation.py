@@ -223,12 +223,14 @@ def main() -> None:
     parser.add_argument("--budget", default="iters", choices=["iters", "time", "both"])
     parser.add_argument("--time-tolerance", type=float, default=0.05,
                         help="equal-time counts within this fraction of MAX_ITER are MAX_ITER")
-    parser.add_argument("--time-from", default="logs", choices=["logs", "timing"],
+    parser.add_argument("--time-from", choices=["logs", "timing"],
                         help="--budget both: seconds per iteration from the equal-iteration "
-                             "trainings' logs, or from 20-iteration timing runs")
+                             "trainings' logs (default), or from 20-iteration timing runs")
     add_train_procs_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
+    if args.time_from and args.budget != "both":
+        parser.error(f"--time-from applies to --budget both only (--budget {args.budget})")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     config, data = DESIGNS[args.design]
     if args.design == "real" and not os.path.isfile(os.path.join(args.clips, "pyannot.pkl")):
@@ -246,7 +248,7 @@ def main() -> None:
         for s in args.seeds:
             seed_out = os.path.join(out, f"seed{s}")
             trained = os.path.join(args.output, f"seed{s}") if args.budget == "both" else ""
-            logs = trained if args.time_from == "logs" else ""
+            logs = "" if args.time_from == "timing" else trained
             iters = time_budget(s, seed_out, config, opts, args.train_procs,
                                 args.time_tolerance, logs)
             per_seed[s] = run_seed(s, seed_out, config, opts, args.train_procs, iters, trained)
